@@ -1,0 +1,42 @@
+"""Shared test fixtures: real tokenizers and a tiny LLaMA saved as a normal HF checkpoint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tulu_lite.tokenizer import BUNDLED_LLAMA_TOKENIZER, load_tokenizer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+# ../shared/tokenizers beside the checkout (CI and developer machines); TULU_LITE_SHARED overrides.
+SHARED_TOKENIZERS = Path(os.environ.get("TULU_LITE_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "tokenizers"
+
+
+def tokenizer_dir(name: str) -> Path:
+    """Directory of a real tokenizer; the large ones come from ../shared and skip when it is absent."""
+    if name == "llama":
+        return BUNDLED_LLAMA_TOKENIZER
+    if name == "mistral":
+        return FIXTURES / "tokenizers" / "mistral"
+    path = SHARED_TOKENIZERS / name
+    if not (path / "tokenizer.json").exists():
+        pytest.skip(f"{name} tokenizer not available: {path} is absent (it ships in ../shared/tokenizers)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer():
+    return load_tokenizer(tokenizer_dir("llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, llama_tokenizer):
+    """A tiny random LLaMA (hidden 64, 2 layers, real 32k LLaMA vocab) saved with its tokenizer."""
+    from tulu_lite.model import build_tiny_llama
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    build_tiny_llama(llama_tokenizer).save_pretrained(path)
+    llama_tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,35 @@
+"""Loading tokenizers offline, with a pad token that never changes the vocabulary."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from tulu_lite.errors import TuluError
+
+BUNDLED_LLAMA_TOKENIZER = Path(__file__).parent / "assets" / "tokenizers" / "llama"
+
+
+def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """Load a tokenizer from a local directory and give it a pad token if it has none.
+
+    The pad token is an existing token (`unk`, else `eos`), never a new one: adding a token would grow the
+    embedding matrix and make a LoRA adapter unloadable on the untouched base. Labels never depend on the pad
+    id (they are built from the encoder's mask), so reusing `eos` as pad cannot hide the real end of turn.
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        raise TuluError(f"{directory}: tokenizer directory not found")
+    if not any((directory / name).exists() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        raise TuluError(f"{directory}: not a tokenizer directory (no tokenizer.json, tokenizer.model or vocab.json)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # transformers raises many types here; the user needs one line.
+        raise TuluError(f"{directory}: could not load tokenizer ({type(exc).__name__}: {exc})") from exc
+    if not tokenizer.is_fast:
+        raise TuluError(f"{directory}: a fast (tokenizer.json) tokenizer is required for exact masking")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
+    return tokenizer

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Tests never reach a hub: everything is built from configs or read from local files.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
 from tulu_lite.tokenizer import BUNDLED_LLAMA_TOKENIZER, load_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -8,42 +8,12 @@ import random
 import pytest
 
 from conftest import tokenizer_dir
+from prefix_reference import prefix_reference
 from tulu_lite import encode
 from tulu_lite.data.chat_format import TULU_CHAT_TEMPLATE, generation_prompt, render_tulu
 from tulu_lite.data.encode import IGNORE_INDEX, encode_dataset
 from tulu_lite.errors import TuluError
 from tulu_lite.tokenizer import load_tokenizer
-
-
-def prefix_reference(messages, tokenizer, max_seq_length):
-    """The original TÜLU method, slow on purpose: re-tokenize every message prefix to find mask boundaries."""
-
-    def concat(msgs):
-        text = ""
-        for m in msgs:
-            if m["role"] == "assistant":
-                text += "<|assistant|>\n" + m["content"].strip() + tokenizer.eos_token + "\n"
-            else:
-                text += f"<|{m['role']}|>\n" + m["content"].strip() + "\n"
-        return text
-
-    def n_tokens(text):
-        return len(tokenizer(text, max_length=max_seq_length, truncation=True)["input_ids"])
-
-    input_ids = tokenizer(concat(messages).strip(), max_length=max_seq_length, truncation=True)["input_ids"]
-    labels = list(input_ids)
-    for i, message in enumerate(messages):
-        if message["role"] == "assistant":
-            continue
-        start = 0 if i == 0 else n_tokens(concat(messages[:i]))
-        through = concat(messages[: i + 1])
-        if i + 1 < len(messages) and messages[i + 1]["role"] == "assistant":
-            through += "<|assistant|>\n"
-        end = n_tokens(through)
-        labels[start:end] = [IGNORE_INDEX] * len(labels[start:end])
-        if end >= max_seq_length:
-            break
-    return {"input_ids": input_ids, "labels": labels}
 
 
 PIECES = [

@@ -67,7 +67,7 @@ def render_native(messages: list[dict], tokenizer: PreTrainedTokenizerBase, **kw
     """Render with the tokenizer's own chat template; a missing or failing template is a one-line error."""
     if not tokenizer.chat_template:
         raise TuluError(
-            f"{tokenizer.name_or_path}: tokenizer has no chat_template; use chat_template: tulu for this base"
+            f"{tokenizer.name_or_path}: tokenizer has no chat_template (use the tulu format for this base)"
         )
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)

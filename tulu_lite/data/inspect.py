@@ -1,0 +1,87 @@
+"""`tulu-lite inspect`: see exactly which tokens of a file carry loss, and how many survive truncation."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+from transformers import PreTrainedTokenizerBase
+
+from tulu_lite.data.chat_format import ChatFormat
+from tulu_lite.data.conversations import read_conversations
+from tulu_lite.data.encode import IGNORE_INDEX, encode_many, render_for_training
+
+TRAINED_STYLE = "bold black on green"
+MASKED_STYLES = ("grey62 on grey15", "grey70 on grey23")  # alternate so token boundaries stay visible
+
+
+@dataclass
+class InspectTotals:
+    examples: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+    dropped: int = 0  # no trained token left after truncation
+    truncated: int = 0  # cut at max_seq_length but still trained
+    shown: list[Text] = field(default_factory=list)
+
+
+def token_pieces(text: str, tokenizer: PreTrainedTokenizerBase, template: ChatFormat, max_seq_length: int):
+    """Each token of `text` with the characters it covers (added special tokens show as themselves)."""
+    batch = tokenizer(text, add_special_tokens=template == "tulu", truncation=True, max_length=max_seq_length,
+                      return_offsets_mapping=True)
+    pieces, covered = [], 0
+    for token_id, (start, end) in zip(batch["input_ids"], batch["offset_mapping"]):
+        if end <= start:
+            pieces.append(tokenizer.convert_ids_to_tokens(token_id))
+        else:
+            pieces.append(text[max(start, covered):end])  # byte-fallback tokens share a character: show it once
+            covered = max(covered, end)
+    return pieces
+
+
+def highlight(pieces: list[str], labels: list[int]) -> Text:
+    """A rich Text with trained tokens highlighted and newlines made visible."""
+    out = Text()
+    for index, (piece, label) in enumerate(zip(pieces, labels)):
+        style = TRAINED_STYLE if label != IGNORE_INDEX else MASKED_STYLES[index % 2]
+        out.append(piece.replace("\n", "↵\n") if piece else "·", style=style)
+    return out
+
+
+def inspect_file(
+    path: str | os.PathLike,
+    tokenizer: PreTrainedTokenizerBase,
+    template: ChatFormat = "tulu",
+    max_seq_length: int = 2048,
+    show: int = 3,
+    batch_size: int = 256,
+) -> InspectTotals:
+    """Encode every conversation of `path`; count tokens and drops, and render the first `show` examples."""
+    totals = InspectTotals()
+    records = iter(read_conversations(path))
+    with Progress(TextColumn("[bold]encoding"), BarColumn(), TextColumn("{task.completed:,} examples"),
+                  TimeElapsedColumn(), transient=True) as progress:
+        task = progress.add_task("encode", total=None)
+        while batch := [r["messages"] for r in itertools.islice(records, batch_size)]:
+            for messages, encoded in zip(batch, encode_many(batch, tokenizer, template, max_seq_length)):
+                _count(totals, encoded, max_seq_length)
+                if len(totals.shown) < show:
+                    text = render_for_training(messages, tokenizer, template).text
+                    pieces = token_pieces(text, tokenizer, template, max_seq_length)
+                    totals.shown.append(highlight(pieces, encoded["labels"]))
+            progress.advance(task, len(batch))
+    return totals
+
+
+def _count(totals: InspectTotals, encoded: dict, max_seq_length: int) -> None:
+    trained = sum(1 for label in encoded["labels"] if label != IGNORE_INDEX)
+    totals.examples += 1
+    if trained == 0:
+        totals.dropped += 1
+        return
+    totals.tokens += len(encoded["input_ids"])
+    totals.trained_tokens += trained
+    totals.truncated += len(encoded["input_ids"]) >= max_seq_length

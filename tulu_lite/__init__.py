@@ -4,7 +4,16 @@
     encode(messages, tokenizer, template="tulu", max_seq_length=2048)  # {"input_ids": [...], "labels": [...]}
 """
 
-from tulu_lite.data.encode import encode, encode_dataset
+from __future__ import annotations
 
 __all__ = ["encode", "encode_dataset"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Lazy, so `tulu-lite --help` does not pay for importing transformers.
+    if name in __all__:
+        from tulu_lite.data import encode as module
+
+        return getattr(module, name)
+    raise AttributeError(f"module 'tulu_lite' has no attribute {name!r}")

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
-# `model.name_or_path: tiny-llama` builds this instead of loading weights, so the whole pipeline runs on a laptop
-# CPU with no download. initializer_range=0.2 (not LLaMA's 0.02) matters: with 0.02 the frozen random lm_head
-# caps the logits and LoRA cannot teach the model anything; with 0.2 it learns a small chat task in ~60 steps.
-TINY_LLAMA_NAME = "tiny-llama"
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from tulu_lite.config import TINY_LLAMA_NAME, Dtype, LoraConfig, ModelConfig, QuantizationConfig
+from tulu_lite.errors import TuluError
+
+# `model.name_or_path: tiny-llama` (TINY_LLAMA_NAME) builds this instead of loading weights, so the whole pipeline
+# runs on a laptop CPU with no download. initializer_range=0.2 (not LLaMA's 0.02) matters: with 0.02 the frozen
+# random lm_head caps the logits and LoRA cannot teach the model anything; with 0.2 it learns a small chat task in
+# ~60 steps.
+__all__ = ["TINY_LLAMA_NAME", "tiny_llama_config", "build_tiny_llama", "resolve_dtype", "load_base_model", "add_lora"]
 
 
 def tiny_llama_config(vocab_size: int, *, hidden_size: int = 64, num_layers: int = 2) -> LlamaConfig:
@@ -35,3 +46,170 @@ def build_tiny_llama(tokenizer: PreTrainedTokenizerBase, *, seed: int = 0, **siz
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return LlamaForCausalLM(config)
+
+
+# ---- dtypes ---------------------------------------------------------------------------------------------------
+
+
+def resolve_dtype(name: Dtype) -> torch.dtype:
+    """``auto`` is bfloat16 on an accelerator that has it and float32 otherwise (bf16 is ~4x slower on CPU)."""
+    has_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if name == "auto":
+        return torch.bfloat16 if has_bf16 else torch.float32
+    if name == "bfloat16" and torch.cuda.is_available() and not has_bf16:
+        raise TuluError("model.dtype: bfloat16 is not supported by this GPU; use float16 or float32 (or auto)")
+    if name == "float16" and not torch.cuda.is_available():
+        raise TuluError("model.dtype: float16 training needs a CUDA GPU; use float32 (or auto) on CPU")
+    return getattr(torch, name)
+
+
+# ---- loading --------------------------------------------------------------------------------------------------
+
+
+def load_base_model(
+    model_cfg: ModelConfig, quant_cfg: QuantizationConfig | None, *, device_map: str | dict | None = None
+) -> PreTrainedModel:
+    """Load the frozen base exactly as the recipe describes it (the same call rebuilds it for merging).
+
+    With `quant_cfg` the linear layers load in 4 bits (nf4/fp4, optional double quantization) through bitsandbytes
+    and the model goes through PEFT's `prepare_model_for_kbit_training` (norms and embeddings upcast to fp32,
+    everything frozen). ``tiny-llama`` is built from its seed and saved to a cache directory first, then loaded
+    from there like any other base, so quantization and merging see real weights on disk.
+    """
+    source = tiny_llama_dir(model_cfg) if model_cfg.is_tiny else model_cfg.name_or_path
+    dtype = resolve_dtype(model_cfg.dtype)
+    kwargs: dict = {"dtype": dtype, "trust_remote_code": model_cfg.trust_remote_code, "device_map": device_map}
+    # Pickled (.bin) weights can run code when loaded; refuse them unless the recipe opts in.
+    kwargs["use_safetensors"] = None if model_cfg.allow_pickle_weights else True
+    if quant_cfg is not None:
+        kwargs["quantization_config"] = bits_and_bytes_config(quant_cfg)
+    model = _from_pretrained(source, model_cfg, kwargs)
+    if quant_cfg is not None:
+        from peft import prepare_model_for_kbit_training
+
+        # Gradient checkpointing is switched on by the trainer (training.gradient_checkpointing), not here.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model
+
+
+def bits_and_bytes_config(quant_cfg: QuantizationConfig):
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant_cfg.quant_type,
+        bnb_4bit_use_double_quant=quant_cfg.double_quant,
+        bnb_4bit_compute_dtype=resolve_dtype(quant_cfg.compute_dtype),
+    )
+
+
+def _from_pretrained(source: str, model_cfg: ModelConfig, kwargs: dict) -> PreTrainedModel:
+    from transformers import AutoModelForCausalLM
+
+    local = Path(source)
+    if source.startswith((".", "/", "~")) and not local.is_dir():
+        raise TuluError(f"model.name_or_path: {source}: model directory not found")
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise TuluError(f"model.name_or_path: {source}: not a model directory (no config.json)")
+    try:
+        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        hint = ""
+        if not model_cfg.allow_pickle_weights and local.is_dir() and not any(local.glob("*.safetensors")):
+            hint = " (only pickle .bin weights found: set model.allow_pickle_weights: true if you trust them)"
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TuluError(f"model.name_or_path: {source}: could not load the model: {first_line}{hint}") from exc
+
+
+def load_recipe_tokenizer(model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer the recipe trains with (pad token set to an existing token, never a new one)."""
+    from tulu_lite.tokenizer import load_tokenizer
+
+    path = model_cfg.tokenizer_path
+    if not Path(path).is_dir():  # a hub id: fetch it like the weights (cached by huggingface_hub)
+        from huggingface_hub import snapshot_download
+
+        try:
+            path = snapshot_download(path, allow_patterns=["tokenizer*", "special_tokens_map.json", "*.model"])
+        except Exception as exc:  # network / auth / missing repo: the user needs one line
+            raise TuluError(f"model.tokenizer: {path}: could not fetch the tokenizer ({type(exc).__name__})") from exc
+    return load_tokenizer(path, trust_remote_code=model_cfg.trust_remote_code)
+
+
+# ---- the embedded tiny LLaMA -----------------------------------------------------------------------------------
+
+
+def tiny_llama_dir(model_cfg: ModelConfig) -> str:
+    """Build the recipe's tiny LLaMA once and return the cache directory holding it as a normal HF checkpoint.
+
+    The directory name is a hash of everything the weights depend on (tokenizer vocabulary and special ids, sizes,
+    seed, torch and transformers versions), so training and a later merge load byte-identical weights. The cache
+    is ``$TULU_LITE_CACHE`` or ``~/.cache/tulu_lite``. Two processes (data-parallel launch) may build it at once;
+    each builds in a private temporary directory and the first rename wins.
+    """
+    import transformers
+
+    tokenizer = load_recipe_tokenizer(model_cfg)
+    key = {
+        "vocab": len(tokenizer),
+        "special": [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id],
+        "sizes": model_cfg.tiny.model_dump(),
+        "torch": torch.__version__.split("+")[0],
+        "transformers": transformers.__version__,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    target = _cache_root() / f"tiny-llama-{digest}"
+    if (target / "config.json").is_file():
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    sizes = {"hidden_size": model_cfg.tiny.hidden_size, "num_layers": model_cfg.tiny.num_layers}
+    build_tiny_llama(tokenizer, seed=model_cfg.tiny.seed, **sizes).save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished first; its weights are identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("TULU_LITE_CACHE", Path.home() / ".cache" / "tulu_lite")).expanduser()
+
+
+def weights_sha256(model_dir: str | os.PathLike) -> str:
+    """Fingerprint of a checkpoint's safetensors files (lets merge check it rebuilt the very same base)."""
+    digest = hashlib.sha256()
+    for file in sorted(Path(model_dir).glob("*.safetensors")):
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+# ---- LoRA -----------------------------------------------------------------------------------------------------
+
+
+def add_lora(model: PreTrainedModel, lora_cfg: LoraConfig):
+    """Wrap the frozen base with trainable LoRA adapters on `lora_cfg.target_modules` (fp32 adapter weights)."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [name for name in lora_cfg.target_modules if name not in present]
+    if missing:
+        raise TuluError(
+            f"lora.target_modules: {', '.join(missing)} not found in {type(model).__name__} "
+            f"(linear layers include e.g. q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)"
+        )
+    peft_cfg = PeftLoraConfig(
+        r=lora_cfg.r,
+        lora_alpha=lora_cfg.alpha,
+        lora_dropout=lora_cfg.dropout,
+        target_modules=list(lora_cfg.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, peft_cfg)

@@ -165,11 +165,12 @@ def train_command(
     console.print(f"[bold]tulu-lite train[/] {recipe} on {device_summary()} → {loaded.output_dir}", highlight=False)
     result = train(loaded, resume=resume, force=force, console=console)
     metrics = result.metrics
-    console.print(
-        f"[green]done[/]: {metrics['steps']} steps, loss {metrics['first_loss']:.3f} → {metrics['final_loss']:.3f}; "
-        f"adapter in {result.output_dir}",
-        highlight=False,
-    )
+    if result.main_process:
+        console.print(
+            f"[green]done[/]: {metrics['steps']} steps, loss {metrics['first_loss']:.3f} → {metrics['final_loss']:.3f}; "
+            f"adapter in {result.output_dir}",
+            highlight=False,
+        )
 
 
 @app.command("plan")

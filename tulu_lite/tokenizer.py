@@ -30,6 +30,11 @@ def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False) 
         raise TuluError(f"{directory}: could not load tokenizer ({type(exc).__name__}: {exc})") from exc
     if not tokenizer.is_fast:
         raise TuluError(f"{directory}: a fast (tokenizer.json) tokenizer is required for exact masking")
+    if getattr(tokenizer, "legacy", None) is not None:
+        # transformers 5.23 leaves `legacy` out of a saved tokenizer_config.json when it came from the class
+        # default, and the copy reloads as legacy=False: after </s> it then tokenizes "\n" as [13] instead of
+        # [29871, 13], so an adapter dir's tokenizer would no longer match training. Pin it so saves round-trip.
+        tokenizer.init_kwargs["legacy"] = tokenizer.legacy
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
     return tokenizer

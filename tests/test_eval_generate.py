@@ -1,0 +1,160 @@
+"""Batched, left-padded generation and log-likelihood scoring agree with one-prompt-at-a-time references."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tulu_lite.errors import TuluError
+from tulu_lite.eval.generate import LanguageModel, load_model, truncate_at_stop
+from tulu_lite.eval.prompts import Prompt, build_prompt
+
+TEXTS = ["Hello there", "The quick brown fox jumps over the lazy dog and then", "def f(x):\n", "1 2 3 4 5 6"]
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir):
+    return load_model(tiny_model_dir)
+
+
+def make_lm(loaded, batch_size):
+    model, tokenizer = loaded
+    return LanguageModel(model, tokenizer, batch_size=batch_size)
+
+
+def test_batched_greedy_generation_equals_one_at_a_time(loaded):
+    prompts = [Prompt(t, True) for t in TEXTS]
+    batched = make_lm(loaded, 4).generate(prompts, max_new_tokens=10)
+    single = make_lm(loaded, 1).generate(prompts, max_new_tokens=10)
+    assert batched == single
+    assert all(batched)
+
+
+def test_generation_respects_max_new_tokens(loaded):
+    model, tokenizer = loaded
+    prompt = Prompt(TEXTS[0], True)
+    output = make_lm(loaded, 2).generate([prompt], max_new_tokens=5)[0]
+    prompt_ids = tokenizer(prompt.text).input_ids
+    full_ids = tokenizer(prompt.text + output).input_ids
+    assert 1 <= len(full_ids) - len(prompt_ids) <= 6  # re-tokenising may merge or split one token at the seam
+
+
+def test_stop_sequence_cuts_exactly_where_the_free_run_would_have_it(loaded):
+    lm = make_lm(loaded, 4)
+    prompts = [Prompt(t, True) for t in TEXTS]
+    free = lm.generate(prompts, max_new_tokens=12)
+    stop = free[1][4:7]  # a piece of the second row's own output, so that row must stop there
+    stopped = lm.generate(prompts, max_new_tokens=12, stop=[stop])
+    for free_text, stopped_text in zip(free, stopped):
+        assert stop not in stopped_text
+        assert stopped_text == truncate_at_stop(free_text, [stop])
+    assert stopped[1] == free[1][: free[1].find(stop)]
+
+
+def test_truncate_at_stop_takes_the_earliest():
+    assert truncate_at_stop("abc\ndef\n#x", ["\n#", "\nd"]) == "abc"
+    assert truncate_at_stop("no stop here", ["\n"]) == "no stop here"
+    assert truncate_at_stop("x", []) == "x"
+
+
+def test_continuation_keeps_leading_whitespace(loaded):
+    """Decoding new tokens alone drops the leading space of a sentencepiece piece; code needs it."""
+    model, tokenizer = loaded
+    lm = make_lm(loaded, 1)
+    prompt_ids = tokenizer("def f():\n").input_ids
+    all_ids = tokenizer("def f():\n    return 1").input_ids
+    assert all_ids[: len(prompt_ids)] == prompt_ids
+    assert tokenizer.decode(all_ids[len(prompt_ids):]) != "    return 1"  # the trap
+    assert lm._continuation(prompt_ids, all_ids[len(prompt_ids):]) == "    return 1"
+
+
+def test_sampling_is_seeded_and_varies(loaded):
+    prompts = [Prompt(TEXTS[0], True)] * 6
+    first = make_lm(loaded, 3).generate(prompts, max_new_tokens=6, temperature=0.8, top_p=0.95)
+    again = make_lm(loaded, 3).generate(prompts, max_new_tokens=6, temperature=0.8, top_p=0.95)
+    assert first == again
+    assert len(set(first)) > 1
+
+
+def reference_continuation_logprob(model, tokenizer, prompt: str, continuation: str) -> float:
+    ids = tokenizer(prompt + continuation).input_ids
+    start = len(tokenizer(prompt).input_ids)
+    assert ids[:start] == tokenizer(prompt).input_ids
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
+    return sum(logprobs[t - 1, ids[t]].item() for t in range(start, len(ids)))
+
+
+def test_batched_continuation_logprobs_match_unpadded_reference(loaded):
+    model, tokenizer = loaded
+    pairs = [("Q: Where is Oslo?\nA:", " In Norway."), ("Hello there", " friend"),
+             ("The quick brown fox jumps over the lazy dog and then", " sleeps."), ("1 2 3", " 4 5")]
+    scores = make_lm(loaded, 3).continuation_logprobs([(Prompt(p, True), c) for p, c in pairs])
+    for (prompt, continuation), score in zip(pairs, scores):
+        assert score == pytest.approx(reference_continuation_logprob(model, tokenizer, prompt, continuation), abs=1e-3)
+
+
+def test_next_token_logprobs_match_reference(loaded):
+    model, tokenizer = loaded
+    candidates = [319, 350, 315, 360]  # " A", " B", " C", " D" in the LLaMA vocabulary
+    got = make_lm(loaded, 4).next_token_logprobs([Prompt(t, True) for t in TEXTS], candidates)
+    for text, row in zip(TEXTS, got):
+        with torch.no_grad():
+            logits = model(torch.tensor([tokenizer(text).input_ids])).logits[0, -1].float()
+        expected = torch.log_softmax(logits, dim=-1)[candidates].tolist()
+        assert row == pytest.approx(expected, abs=1e-4)
+
+
+def test_tulu_chat_prompt_puts_the_answer_opening_after_the_assistant_header(loaded):
+    _, tokenizer = loaded
+    prompt = build_prompt("Q: Where is Oslo?", "A:", "tulu", tokenizer, raw_joiner="\n")
+    assert prompt.text == "<|user|>\nQ: Where is Oslo?\n<|assistant|>\nA:"
+    assert prompt.add_special_tokens
+    raw = build_prompt("Q: Where is Oslo?", "A:", "none", tokenizer, raw_joiner="\n")
+    assert raw.text == "Q: Where is Oslo?\nA:"
+
+
+def test_load_model_errors_are_one_line(tmp_path):
+    with pytest.raises(TuluError, match="model directory not found"):
+        load_model(tmp_path / "missing")
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    with pytest.raises(TuluError, match="is a LoRA adapter, not a model"):
+        load_model(tmp_path / "adapter")
+    with pytest.raises(TuluError, match=r"not a model directory \(no config.json\)"):
+        load_model(tmp_path)
+
+
+def test_native_chat_prompt_and_end_of_turn_stop(loaded):
+    from conftest import tokenizer_dir
+
+    from tulu_lite.tokenizer import load_tokenizer
+
+    llama3 = load_tokenizer(tokenizer_dir("llama3"))
+    prompt = build_prompt("Q: hi", "A:", "native", llama3)
+    assert prompt.text.startswith("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nQ: hi<|eot_id|>")
+    assert prompt.text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\nA:")
+    assert not prompt.add_special_tokens  # the template wrote BOS itself
+    model, _ = loaded
+    assert llama3.convert_tokens_to_ids("<|eot_id|>") in LanguageModel(model, llama3).eos_ids
+
+
+def test_absolute_position_models_are_padded_correctly(llama_tokenizer):
+    """RoPE hides a padding shift (only relative positions matter); GPT-2's learned positions do not."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(llama_tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=256,
+                        bos_token_id=llama_tokenizer.bos_token_id, eos_token_id=llama_tokenizer.eos_token_id)
+    model = GPT2LMHeadModel(config).eval()
+    loaded = (model, llama_tokenizer)
+    pairs = [("Q: Where is Oslo?\nA:", " In Norway."), ("The quick brown fox jumps over the lazy dog and then", " x")]
+    scores = make_lm(loaded, 2).continuation_logprobs([(Prompt(p, True), c) for p, c in pairs])
+    for (prompt, continuation), score in zip(pairs, scores):
+        assert score == pytest.approx(reference_continuation_logprob(model, llama_tokenizer, prompt, continuation),
+                                      abs=1e-3)
+    prompts = [Prompt(t, True) for t in TEXTS]
+    batched = make_lm(loaded, 4).generate(prompts, max_new_tokens=6)
+    assert batched == make_lm(loaded, 1).generate(prompts, max_new_tokens=6)

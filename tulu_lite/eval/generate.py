@@ -1,0 +1,213 @@
+"""The model under evaluation: loading, batched generation and batched log-likelihood scoring.
+
+Batches are left-padded (so every row ends where its next token goes) and sorted by length (so little compute is
+spent on padding); results come back in the caller's order. On a GPU the model loads in bf16 with
+`device_map="auto"`; on CPU in fp32 (bf16 is several times slower there).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from tulu_lite.errors import TuluError
+from tulu_lite.eval.progress import progress
+from tulu_lite.eval.prompts import Prompt
+from tulu_lite.tokenizer import load_tokenizer
+
+# End-of-turn tokens of common native chat templates (Llama-3, ChatML/Qwen, Phi-3, Gemma).
+END_OF_TURN_TOKENS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>")
+
+
+def load_model(model_dir: str | os.PathLike):
+    """Load a causal LM and its tokenizer from a local HF checkpoint directory, ready for inference."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise TuluError(f"{path}: model directory not found")
+    if not (path / "config.json").exists():
+        if (path / "adapter_config.json").exists():
+            raise TuluError(f"{path}: is a LoRA adapter, not a model (merge it first: tulu-lite merge {path} -o DIR)")
+        raise TuluError(f"{path}: not a model directory (no config.json)")
+    tokenizer = load_tokenizer(path)
+    if torch.cuda.is_available():
+        placement = {"dtype": torch.bfloat16, "device_map": "auto"}
+    else:
+        placement = {"dtype": torch.float32}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **placement)
+    except Exception as exc:  # transformers raises many types; the user needs one line.
+        raise TuluError(f"{path}: could not load the model ({type(exc).__name__}: {exc})") from exc
+    model.eval()
+    return model, tokenizer
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Cut `text` at the earliest stop sequence (the stop sequence itself is not kept)."""
+    cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack token lists into `input_ids` and `attention_mask`, padding on the left."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row):] = 1
+    return ids, mask
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices grouped into batches of similar length (longest first, so memory trouble shows up early)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+class StopOnText(StoppingCriteria):
+    """Finish a row once its generated text contains a stop sequence.
+
+    transformers' own `stop_strings` rebuilds a table over the whole vocabulary on every `generate()` call
+    (seconds for a 32k vocabulary, per batch); decoding the few hundred new tokens per step is far cheaper.
+    """
+
+    def __init__(self, tokenizer, stop: Sequence[str], prompt_width: int):
+        self.tokenizer, self.stop, self.prompt_width = tokenizer, [s for s in stop if s], prompt_width
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width:].tolist(), skip_special_tokens=True)
+        done = [any(s in text for s in self.stop) for text in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+@dataclass
+class LanguageModel:
+    """A loaded model + tokenizer with the three operations the tasks need."""
+
+    model: object
+    tokenizer: object
+    batch_size: int = 8
+    seed: int = 42
+    eos_ids: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # A native chat template may end turns with a token other than eos (<|eot_id|>, <|im_end|>): stop on the
+        # tokenizer's eos, on what the model's generation config lists, and on known end-of-turn tokens it has.
+        configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        configured = configured if isinstance(configured, list) else [configured]
+        vocab = self.tokenizer.get_vocab()
+        turn_ends = [vocab[token] for token in END_OF_TURN_TOKENS if token in vocab]
+        ids = [self.tokenizer.eos_token_id, *configured, *turn_ends]
+        self.eos_ids = list(dict.fromkeys(i for i in ids if i is not None))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        return self.tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens).input_ids
+
+    def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int, stop: Sequence[str] = (),
+                 temperature: float = 0.0, top_p: float = 1.0, description: str = "generating") -> list[str]:
+        """Complete every prompt (greedy when `temperature` is 0), cut at the first stop sequence."""
+        encoded = [self.encode(p) for p in prompts]
+        outputs: list[str] = [""] * len(prompts)
+        torch.manual_seed(self.seed)
+        with progress(description, len(prompts)) as bar:
+            for batch in length_batches([len(ids) for ids in encoded], self.batch_size):
+                texts = self._generate_batch([encoded[i] for i in batch], max_new_tokens, stop, temperature, top_p)
+                for i, text in zip(batch, texts):
+                    outputs[i] = text
+                bar.advance(0, len(batch))
+        return outputs
+
+    @torch.no_grad()
+    def _generate_batch(self, rows: list[list[int]], max_new_tokens: int, stop: Sequence[str],
+                        temperature: float, top_p: float) -> list[str]:
+        input_ids, mask = left_pad(rows, self.tokenizer.pad_token_id)
+        options: dict = {"max_new_tokens": max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id,
+                         "eos_token_id": self.eos_ids}
+        if temperature > 0:
+            options.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+        else:
+            # Explicit None so a checkpoint's sampling defaults (e.g. temperature 0.6) cannot leak into greedy runs.
+            options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if stop:
+            options["stopping_criteria"] = StoppingCriteriaList([StopOnText(self.tokenizer, stop, input_ids.shape[1])])
+        out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), **options)
+        new_tokens = out[:, input_ids.shape[1]:].tolist()
+        return [truncate_at_stop(self._continuation(row, new), stop) for row, new in zip(rows, new_tokens)]
+
+    def _continuation(self, prompt_ids: list[int], new_ids: list[int]) -> str:
+        # Decoding the new tokens alone loses a leading space with sentencepiece tokenizers (fatal for code), so
+        # decode prompt+continuation and remove the decoded prompt.
+        decode = self.tokenizer.decode
+        full = decode(prompt_ids + new_ids, skip_special_tokens=True)
+        head = decode(prompt_ids, skip_special_tokens=True)
+        return full[len(head):] if full.startswith(head) else decode(new_ids, skip_special_tokens=True)
+
+    def continuation_logprobs(self, pairs: Sequence[tuple[Prompt, str]], description: str = "scoring") -> list[float]:
+        """Sum of log-probabilities of each continuation's tokens given its prompt.
+
+        Prompt and continuation are tokenized together (as the model would read them); the continuation's tokens
+        are those whose characters lie after the prompt, found from the tokenizer's offsets.
+        """
+        rows, spans = zip(*(self._joint_tokens(p, c) for p, c in pairs)) if pairs else ((), ())
+        scores: list[float] = [0.0] * len(pairs)
+        with progress(description, len(pairs)) as bar:
+            for batch in length_batches([len(r) for r in rows], self.batch_size):
+                keep = max(spans[i] for i in batch) + 1
+                logprobs = self._last_logprobs([rows[i] for i in batch], keep)
+                for j, i in enumerate(batch):
+                    targets = torch.tensor(rows[i][-spans[i]:], device=logprobs.device)
+                    # position t predicts token t+1: the continuation's n tokens are predicted by the n positions
+                    # before the last one.
+                    picked = logprobs[j, keep - 1 - spans[i]:keep - 1].gather(-1, targets[:, None])
+                    scores[i] = float(picked.sum())
+                bar.advance(0, len(batch))
+        return scores
+
+    def _joint_tokens(self, prompt: Prompt, continuation: str) -> tuple[list[int], int]:
+        enc = self.tokenizer(prompt.text + continuation, add_special_tokens=prompt.add_special_tokens,
+                             return_offsets_mapping=True)
+        boundary = len(prompt.text)
+        inside = [i for i, (_, end) in enumerate(enc.offset_mapping) if end > boundary]
+        if not inside or inside[0] == 0:
+            raise TuluError(f"cannot score continuation {continuation!r}: it has no tokens after the prompt")
+        ids = enc.input_ids[: inside[-1] + 1]  # drop special tokens a tokenizer may append (eos)
+        return ids, len(ids) - inside[0]
+
+    def next_token_logprobs(self, prompts: Sequence[Prompt], token_ids: Sequence[int],
+                            description: str = "scoring") -> list[list[float]]:
+        """Log-probabilities of the given candidate tokens as the next token after each prompt."""
+        rows = [self.encode(p) for p in prompts]
+        results: list[list[float]] = [[] for _ in prompts]
+        with progress(description, len(prompts)) as bar:
+            for batch in length_batches([len(r) for r in rows], self.batch_size):
+                logprobs = self._last_logprobs([rows[i] for i in batch], 1)
+                picked = logprobs[:, -1, list(token_ids)].tolist()
+                for j, i in enumerate(batch):
+                    results[i] = picked[j]
+                bar.advance(0, len(batch))
+        return results
+
+    @torch.no_grad()
+    def _last_logprobs(self, rows: list[list[int]], keep: int) -> torch.Tensor:
+        """Log-softmax over the vocabulary at the last `keep` positions of each (left-padded) row."""
+        input_ids, mask = left_pad(rows, self.tokenizer.pad_token_id)
+        # Left padding shifts positions unless they are given explicitly (generate() does this itself). RoPE would
+        # not notice (it only sees relative positions), learned absolute positions (GPT-2, OPT) would.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=positions.to(self.device), logits_to_keep=keep)
+        return torch.log_softmax(out.logits[:, -keep:, :].float(), dim=-1)
+

@@ -1,0 +1,17 @@
+"""Progress bars for the long steps of an evaluation (generation, scoring, running tests, classifying)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+# stderr, so the summary table on stdout can be piped or captured on its own.
+console = Console(stderr=True)
+
+
+def progress(description: str, total: int) -> Progress:
+    """A rich progress bar counting examples; use as a context manager and advance task 0."""
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False)
+    bar.add_task(description, total=total)
+    return bar

@@ -1,0 +1,84 @@
+"""Evaluation settings: one typed, validated object that the CLI builds and every task reads.
+
+The resolved settings are written beside every task's results (`settings.json`) so a number can be rerun.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tulu_lite.errors import TuluError
+
+TaskName = Literal["mmlu", "gsm", "bbh", "tydiqa", "codex_humaneval", "truthfulqa", "toxigen", "alpaca_eval"]
+TASKS: tuple[str, ...] = TaskName.__args__
+ChatFormat = Literal["tulu", "native", "none"]
+
+
+class EvalSettings(BaseModel):
+    """Everything that decides an evaluation's numbers (paths, prompt format, decoding, sampling)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[TaskName] = Field(min_length=1)
+    output_dir: Path
+    model_dir: Optional[Path] = None
+    data_dir: Optional[Path] = None
+    chat_format: ChatFormat = "tulu"
+    limit: Optional[int] = Field(default=None, ge=1, description="examples per subject/task/language/group")
+    batch_size: int = Field(default=8, ge=1)
+    max_new_tokens: Optional[int] = Field(default=None, ge=1, description="overrides every task's own budget")
+    seed: int = 42
+    force: bool = False
+    mmlu_shots: list[int] = Field(default=[0, 5], min_length=1)
+    mmlu_max_prompt_tokens: int = Field(default=2048, ge=16)
+    tydiqa_shots: int = Field(default=1, ge=0)
+    tydiqa_max_context_tokens: int = Field(default=512, ge=1)
+    humaneval_file: Optional[Path] = None
+    humaneval_samples: int = Field(default=20, ge=1, description="samples per problem at each temperature")
+    humaneval_timeout: float = Field(default=10.0, gt=0, description="wall-clock seconds per program")
+    humaneval_workers: int = Field(default=4, ge=1)
+    toxigen_classifier: Optional[Path] = None
+    toxigen_prompts_per_group: int = Field(default=500, ge=1)
+
+    @field_validator("output_dir", "model_dir", "data_dir", "humaneval_file", "toxigen_classifier")
+    @classmethod
+    def _absolute(cls, path: Optional[Path]) -> Optional[Path]:
+        # Saved settings must rerun from any working directory.
+        return None if path is None else path.expanduser().resolve()
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique(cls, tasks: list[str]) -> list[str]:
+        return list(dict.fromkeys(tasks))
+
+    @field_validator("mmlu_shots")
+    @classmethod
+    def _shots(cls, shots: list[int]) -> list[int]:
+        if any(k < 0 or k > 5 for k in shots):
+            raise ValueError("MMLU shots must be between 0 and 5 (the dev split has 5 examples per subject)")
+        return sorted(set(shots))
+
+
+def parse_tasks(text: str) -> list[str]:
+    """`'mmlu,gsm'` -> `['mmlu', 'gsm']`; `all` means every task; unknown names are one clear error."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if names == ["all"]:
+        return list(TASKS)
+    unknown = [name for name in names if name not in TASKS]
+    if unknown:
+        raise TuluError(f"--tasks: unknown task {', '.join(unknown)} (expected some of: {', '.join(TASKS)}, or all)")
+    if not names:
+        raise TuluError(f"--tasks: no task given (expected some of: {', '.join(TASKS)}, or all)")
+    return names
+
+
+def make_settings(**values: object) -> EvalSettings:
+    """Build settings, turning every validation problem into one `TuluError` line (all problems together)."""
+    try:
+        return EvalSettings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise TuluError(f"eval settings: {problems}") from None

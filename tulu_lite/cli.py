@@ -156,7 +156,10 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in OUTPUT_DIR.checkpoints."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output directory."),
 ) -> None:
-    """Train a LoRA / QLoRA adapter as the recipe describes (several GPUs: accelerate launch -m tulu_lite train)."""
+    """Train a LoRA / QLoRA adapter as the recipe describes.
+
+    Several GPUs (data parallel): accelerate launch --multi_gpu --num_processes N -m tulu_lite train RECIPE
+    """
     from tulu_lite.config import load_recipe
 
     loaded = load_recipe(recipe, set_)

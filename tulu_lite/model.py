@@ -115,7 +115,7 @@ def _from_pretrained(source: str, model_cfg: ModelConfig, kwargs: dict) -> PreTr
         raise TuluError(f"model.name_or_path: {source}: not a model directory (no config.json)")
     try:
         return AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         hint = ""
         if not model_cfg.allow_pickle_weights and local.is_dir() and not any(local.glob("*.safetensors")):
             hint = " (only pickle .bin weights found: set model.allow_pickle_weights: true if you trust them)"

@@ -11,6 +11,7 @@ import yaml
 from transformers import LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
+from tulu_lite import cli
 from tulu_lite.cli import app
 from tulu_lite.config import Recipe, load_recipe
 from tulu_lite.plan import estimate_memory, lora_param_count, plan, shapes_from_config
@@ -98,8 +99,9 @@ def test_plan_command_prints_tables(tmp_path, monkeypatch):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({"model": {"name_or_path": "tiny-llama"}, "quantization": {"quant_type": "nf4"},
                                     "data": {"train_files": [str(DEMO)], "max_seq_length": 128}, "output_dir": "o"}))
-    result = CliRunner().invoke(app, ["plan", str(path), "--set", "training.per_device_batch_size=4"],
-                                env={"COLUMNS": "160"})
+    # The CLI's console reads the terminal width once, at import: widen it so no row wraps.
+    monkeypatch.setattr(cli.console, "_width", 200)
+    result = CliRunner().invoke(app, ["plan", str(path), "--set", "training.per_device_batch_size=4"])
     assert result.exit_code == 0, result.output
     for text in ("examples (dropped)", "114 (0)", "base weights, 4-bit nf4", "total with gradient checkpointing",
                  "4 examples per micro-batch"):

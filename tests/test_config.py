@@ -73,7 +73,7 @@ warmup_ratio: 0.1
 output_dir: out
 """)
     lines = problems(path)
-    assert lines[0] == f"{path}: 6 problems in the recipe:"
+    assert lines[0] == f"{path}: 6 problems:" and all(line.startswith(f"  {path}:") for line in lines[1:])
     body = "\n".join(lines[1:])
     assert f"{path}:3: model.dtyp: unknown key (did you mean 'model.dtype'?)" in body
     assert f"{path}:5: quantization.quant_type: input should be 'nf4' or 'fp4', got 'nf5'" in body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -88,22 +89,22 @@ def test_unknown_key_names_file_line_dotted_key_and_suggestion(workspace):
                       "  - path: ../data/oasst.jsonl\n    fracton: 0.5\n")
     with pytest.raises(TuluError) as error:
         load_mixture(workspace)
-    assert str(error.value) == f"{workspace}:6: sources[2].fracton: unknown key, did you mean 'fraction'?"
+    assert str(error.value) == f"{workspace}:6: sources[2].fracton: unknown key (did you mean 'sources[2].fraction'?)"
 
 
-def test_all_problems_are_reported_together_on_one_line(workspace):
+def test_all_problems_are_reported_together_one_line_each_in_file_order(workspace):
     _write(workspace, "seed: one\nsourcs: []\nsources:\n  - path: ../data/flan.jsonl\n    max_examples: 5\n"
                       "    fraction: 0.5\n  - path: ../data/dolly.jsonl\n    max_examples: 0\n"
                       "  - path: ../data/gone.jsonl\n")
     with pytest.raises(TuluError) as error:
         load_mixture(workspace)
-    message = str(error.value)
-    assert "\n" not in message and message.startswith("5 problems: ")
-    assert f"{workspace}:9: sources[2].path: file not found: " in message
-    assert f"{workspace}:1: seed: " in message
-    assert f"{workspace}:2: sourcs: unknown key, did you mean 'sources'?" in message
-    assert f"{workspace}:4: sources[0]: give max_examples or fraction, not both" in message
-    assert f"{workspace}:8: sources[1].max_examples: " in message and "greater than or equal to 1" in message
+    first, *lines = str(error.value).splitlines()
+    assert first == f"{workspace}: 5 problems:"
+    assert lines[0].startswith(f"  {workspace}:1: seed: ")
+    assert lines[1] == f"  {workspace}:2: sourcs: unknown key (did you mean 'sources'?)"
+    assert lines[2] == f"  {workspace}:4: sources[0]: give max_examples or fraction, not both"
+    assert lines[3].startswith(f"  {workspace}:8: sources[1].max_examples: input should be greater than or equal to 1")
+    assert lines[4].startswith(f"  {workspace}:9: sources[2].path: file not found: ")
 
 
 def test_missing_files_and_bad_yaml_are_clear(workspace, tmp_path):
@@ -113,6 +114,9 @@ def test_missing_files_and_bad_yaml_are_clear(workspace, tmp_path):
         load_mixture(workspace)
     assert f"{workspace}:2: sources[0].path: file not found: " in str(error.value)
     assert f"{workspace}:4: sources[2].path: same file as sources[1]" in str(error.value)
+    _write(workspace, "seed: 1\nsources:\n  - path: ../data/flan.jsonl\nseed: 2\n")
+    with pytest.raises(TuluError, match=rf"^{re.escape(str(workspace))}:4: seed: duplicate key$"):
+        load_mixture(workspace)
     _write(workspace, "sources:\n  - path: [unclosed\n")
     with pytest.raises(TuluError, match=r"mix\.yaml:\d+: not valid YAML"):
         load_mixture(workspace)

@@ -7,6 +7,10 @@ mean", wrong types, out-of-range values), each prefixed with ``file:line`` where
 Paths in a recipe (``model.name_or_path`` when it is a local directory, ``model.tokenizer``, ``data.train_files``,
 ``data.mixture``, ``output_dir``) are relative to the recipe file; paths given with ``--set`` are relative to the
 current directory. Both are made absolute on load, so the saved recipe (`save_recipe`) reruns from anywhere.
+
+The generic part, "a YAML file validated by a pydantic model, every problem reported at once", is here too and is
+what mixtures (`tulu_lite.data.mix`) and the eval settings use: `read_yaml` (safe load plus the line of every key),
+`validation_problems` (pydantic's errors in plain words, with "did you mean") and `format_problems`.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -148,27 +153,22 @@ class Recipe(_Section):
         return self.output_dir.with_name(self.output_dir.name + ".checkpoints")
 
 
-# ---- loading --------------------------------------------------------------------------------------------------
+# ---- loading a recipe -----------------------------------------------------------------------------------------
 
 
 def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recipe:
     """Read, override, resolve and validate a recipe; raise one `TuluError` listing every problem."""
     path = Path(path)
-    if not path.is_file():
-        raise TuluError(f"{path}: recipe file not found")
-    text = path.read_text(encoding="utf-8")
-    problems: list[str] = []
-    raw, lines = _parse_yaml(text, path, problems)
+    raw, lines, problems = read_yaml(path, "recipe", Recipe)
     _resolve_paths(raw, path.resolve().parent, only=None)
     override_keys = _apply_overrides(raw, overrides, problems)
     _resolve_paths(raw, Path.cwd(), only=override_keys)
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
-        described = [_describe(error, path, lines, override_keys) for error in exc.errors()]
-        problems.extend(sorted(described, key=_line_of))
+        problems += [_blame_overrides(problem, override_keys, lines) for problem in validation_problems(exc, Recipe)]
     if problems:
-        raise TuluError(_summarise(path, problems))
+        raise TuluError(format_problems(path, lines, problems))
     return recipe
 
 
@@ -180,46 +180,15 @@ def save_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
         yaml.safe_dump(data, handle, sort_keys=False, allow_unicode=True)
 
 
-def _parse_yaml(text: str, path: Path, problems: list[str]) -> tuple[dict, dict[tuple, int]]:
-    """Safe-load the YAML and map each key's dotted path to its line number."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise TuluError(f"{at(path, line)}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
-    if raw is None:
-        raise TuluError(f"{path}: recipe is empty")
-    if not isinstance(raw, dict):
-        raise TuluError(f"{at(path, 1)}: a recipe must be a mapping of sections (model, data, ...)")
-    lines: dict[tuple, int] = {}
-    _index_lines(root, (), lines, path, problems)
-    return raw, lines
-
-
-def _index_lines(node: yaml.Node, prefix: tuple, lines: dict[tuple, int], path: Path, problems: list[str]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = (*prefix, key_node.value)
-            if key in lines:  # safe_load silently keeps the last duplicate; a recipe should not depend on that
-                problems.append(f"{at(path, key_node.start_mark.line + 1)}: {_dotted(key)}: duplicate key")
-            lines[key] = key_node.start_mark.line + 1
-            _index_lines(value_node, key, lines, path, problems)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            lines[(*prefix, index)] = item.start_mark.line + 1
-            _index_lines(item, (*prefix, index), lines, path, problems)
-
-
-def _apply_overrides(raw: dict, overrides: Sequence[str], problems: list[str]) -> set[tuple]:
+def _apply_overrides(raw: dict, overrides: Sequence[str], problems: list[Problem]) -> set[tuple]:
     """Apply ``a.b=value`` overrides (values parsed as YAML) in place; return the keys they set."""
     keys: set[tuple] = set()
     for item in overrides:
         name, sep, text = item.partition("=")
         key = tuple(name.strip().split("."))
         if not sep or not all(key):
-            problems.append(f"--set {item}: expected KEY=VALUE with a dotted key, e.g. training.learning_rate=1e-4")
+            problems.append(Problem((item,), "expected KEY=VALUE with a dotted key, e.g. training.learning_rate=1e-4",
+                                    origin="--set"))
             continue
         try:
             value = yaml.safe_load(text) if text.strip() else ""
@@ -231,12 +200,19 @@ def _apply_overrides(raw: dict, overrides: Sequence[str], problems: list[str]) -
                 target[part] = {}
             target = target[part]
             if not isinstance(target, dict):
-                problems.append(f"--set {name}: {part} is not a section")
+                problems.append(Problem(key, f"{part} is not a section", origin="--set"))
                 break
         else:
             target[key[-1]] = value
             keys.add(key)
     return keys
+
+
+def _blame_overrides(problem: Problem, override_keys: set[tuple], lines: dict[tuple, int]) -> Problem:
+    """A problem with a value that only ``--set`` gave is reported as ``--set key: what``, not at a file line."""
+    loc = problem.loc
+    touched = any(loc[: len(key)] == key or key[: len(loc)] == loc for key in override_keys)
+    return replace(problem, origin="--set") if touched and loc not in lines else problem
 
 
 _PATH_KEYS = [("model", "name_or_path"), ("model", "tokenizer"), ("data", "mixture"), ("output_dir",)]
@@ -267,73 +243,170 @@ def _absolute(value: str, base: Path) -> str:
     return str((base / Path(value).expanduser()).resolve())
 
 
-# ---- error messages -------------------------------------------------------------------------------------------
+# ---- typed YAML: read a file, validate it with a model, report every problem at its line ------------------------
+# Shared by everything configured from YAML (recipes here, mixtures in tulu_lite.data.mix) and by the eval settings.
 
 
-def _describe(error: dict, path: Path, lines: dict[tuple, int], override_keys: set[tuple]) -> str:
-    loc = tuple(error["loc"])
-    if error["type"] == "model_attributes_type" or error["type"] == "dict_type":
-        what = f"expected a section (mapping), got {_show(error['input'])}"
-    elif error["type"] == "extra_forbidden":
-        what = f"unknown key{_suggest(loc)}"
-    elif error["type"] == "missing":
-        what = "required key is missing"
-    elif error["type"] == "value_error":
-        what = str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
-    else:
-        what = f"{_lower_first(error['msg'])}, got {_show(error['input'])}"
-    loc = _trim_union_tags(loc)
-    from_override = any(loc[: len(key)] == key or key[: len(loc)] == loc for key in override_keys)
-    if from_override and loc not in lines:
-        return f"--set {_dotted(loc)}: {what}"
-    return f"{_where(path, lines, loc)}: {_dotted(loc) or '(top level)'}: {what}"
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a YAML document: the key path it is about, e.g. ``("sources", 2, "fraction")``, and what.
+
+    `line` pins it to a line when that is not simply where its key is (a repeated key); `origin` replaces the
+    ``file:line`` prefix for a problem that is not in the file (``--set`` for command-line overrides).
+    """
+
+    loc: tuple
+    what: str
+    line: int | None = None
+    origin: str | None = None
 
 
-def _suggest(loc: tuple) -> str:
+def read_yaml(path: Path, kind: str, model: type[BaseModel]) -> tuple[dict, dict[tuple, int], list[Problem]]:
+    """Safe-load a YAML mapping; return it, the line of every key path in it, and its repeated keys as problems.
+
+    What stops all further checking raises `TuluError` at once: a missing file, text that is not UTF-8 or not YAML
+    (Python tags included: the safe loader refuses them), a top level that is not a mapping. `kind` names the file
+    in those messages ("recipe"); `model` is what it should hold, to list the keys it expects.
+    """
+    if not path.is_file():
+        raise TuluError(f"{path}: {kind} file not found")
+    try:
+        loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise TuluError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    try:
+        root = loader.get_single_node()  # parsed once: the nodes give the lines, the constructed data the values
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise TuluError(f"{at(path, line)}: not valid YAML ({problem})") from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise TuluError(f"{at(path, 1)}: a {kind} must be a mapping with keys {', '.join(model.model_fields)}; "
+                        f"got {got}")
+    lines: dict[tuple, int] = {}
+    repeated: list[Problem] = []
+    _index_lines(root, (), lines, repeated)
+    return data, lines, repeated
+
+
+def _index_lines(node: yaml.Node, prefix: tuple, lines: dict[tuple, int], repeated: list[Problem]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key, line = (*prefix, key_node.value), key_node.start_mark.line + 1
+            if key in lines:  # safe_load silently keeps the last duplicate; a config should not depend on that
+                repeated.append(Problem(key, "duplicate key", line=line))
+            lines[key] = line
+            _index_lines(value_node, key, lines, repeated)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[(*prefix, index)] = item.start_mark.line + 1
+            _index_lines(item, (*prefix, index), lines, repeated)
+
+
+def validation_problems(error: ValidationError, model: type[BaseModel]) -> list[Problem]:
+    """Pydantic's errors for `model` in plain words; an unknown key gets a "did you mean" (a near name, or the
+    section that has that key)."""
+    return [Problem(tuple(item["loc"]), _what(item, model)) for item in error.errors()]
+
+
+def format_problems(path: str | os.PathLike, lines: dict[tuple, int], problems: Sequence[Problem]) -> str:
+    """The `TuluError` message. One problem is one line ``file:line: dotted.key: what``; several are a first line
+    ``file: N problems:`` and one indented line each, in file order (those not from the file first)."""
+    ordered = sorted(problems, key=lambda problem: -1 if problem.origin else (_line(problem, lines) or 0))
+    rendered = [_render(problem, path, lines) for problem in ordered]
+    if len(rendered) == 1:
+        return rendered[0]
+    return f"{path}: {len(rendered)} problems:\n" + "\n".join(f"  {line}" for line in rendered)
+
+
+def _what(item: dict, model: type[BaseModel]) -> str:
+    kind = item["type"]
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a section (mapping), got {_show(item['input'])}"
+    if kind == "extra_forbidden":
+        return f"unknown key{_suggest(tuple(item['loc']), model)}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "value_error":
+        return str(item["ctx"]["error"]) if "ctx" in item else item["msg"]
+    return f"{_lower_first(item['msg'])}, got {_show(item['input'])}"
+
+
+def _suggest(loc: tuple, root: type[BaseModel]) -> str:
     """' (did you mean 'x'?)' for an unknown key: a close sibling, or the same name in another section."""
-    model = _model_at(loc[:-1])
+    owner = _model_at(root, loc[:-1])
     key = str(loc[-1])
-    if model is not None:
-        close = difflib.get_close_matches(key, list(model.model_fields), n=1, cutoff=0.6)
+    if owner is not None:
+        close = difflib.get_close_matches(key, list(owner.model_fields), n=1, cutoff=0.6)
         if close:
             return f" (did you mean '{_dotted((*loc[:-1], close[0]))}'?)"
-    for section, field in Recipe.model_fields.items():
-        annotation = _section_class(field.annotation)
-        if annotation is not None and key in annotation.model_fields:
-            return f" (did you mean '{section}.{key}'?)"
-    if model is not None:
-        return f" (expected one of: {', '.join(model.model_fields)})"
+    section = _section_with(root, key)
+    if section is not None:
+        return f" (did you mean '{_dotted((*section, key))}'?)"
+    if owner is not None:
+        return f" (expected one of: {', '.join(owner.model_fields)})"
     return ""
 
 
-def _model_at(loc: tuple) -> type[BaseModel] | None:
-    model: type[BaseModel] | None = Recipe
+def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The model whose keys are expected at `loc` (list indices pass through to the item model), if any."""
+    model: type[BaseModel] | None = root
     for part in loc:
+        if isinstance(part, int):
+            continue
         if model is None or part not in model.model_fields:
             return None
         model = _section_class(model.model_fields[part].annotation)
     return model
 
 
-def _section_class(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):  # QuantizationConfig | None
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg
+def _section_with(root: type[BaseModel], key: str) -> tuple | None:
+    """The path of the nearest section (breadth first, not inside lists) that has `key`."""
+    queue: list[tuple[tuple, type[BaseModel]]] = [((), root)]
+    while queue:
+        path, model = queue.pop(0)
+        if key in model.model_fields:
+            return path
+        for name, field in model.model_fields.items():
+            section = _section_class(field.annotation, in_lists=False)
+            if section is not None:
+                queue.append(((*path, name), section))
     return None
 
 
-def _trim_union_tags(loc: tuple) -> tuple:
-    # pydantic names the union member in the location ("quantization.QuantizationConfig.quant_type")
-    return tuple(part for part in loc if not (isinstance(part, str) and part[:1].isupper()))
+def _section_class(annotation: Any, *, in_lists: bool = True) -> type[BaseModel] | None:
+    """The model a field holds: ``X``, ``X | None``, or (with `in_lists`) ``list[X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) is list and not in_lists:
+        return None
+    for arg in get_args(annotation):
+        found = _section_class(arg, in_lists=in_lists)
+        if found is not None:
+            return found
+    return None
 
 
-def _where(path: Path, lines: dict[tuple, int], loc: tuple) -> str:
-    for end in range(len(loc), 0, -1):
-        if loc[:end] in lines:
-            return at(path, lines[loc[:end]])
-    return str(path)
+def _line(problem: Problem, lines: dict[tuple, int]) -> int | None:
+    """The problem's line: its own, else that of its key or of the nearest enclosing key the file has."""
+    if problem.line is not None:
+        return problem.line
+    for end in range(len(problem.loc), 0, -1):
+        if problem.loc[:end] in lines:
+            return lines[problem.loc[:end]]
+    return None
+
+
+def _render(problem: Problem, path: str | os.PathLike, lines: dict[tuple, int]) -> str:
+    key = _dotted(problem.loc) or "(top level)"
+    if problem.origin:
+        return f"{problem.origin} {key}: {problem.what}"
+    return f"{at(path, _line(problem, lines))}: {key}: {problem.what}"
 
 
 def _dotted(loc: tuple) -> str:
@@ -349,16 +422,3 @@ def _show(value: Any) -> str:
 
 def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:]
-
-
-def _line_of(problem: str) -> int:
-    """Sort key: problems from --set first, then by line in the file."""
-    head = problem.split(": ", 1)[0]
-    number = head.rpartition(":")[2]
-    return int(number) if number.isdigit() else 0
-
-
-def _summarise(path: Path, problems: list[str]) -> str:
-    if len(problems) == 1:
-        return problems[0]
-    return f"{path}: {len(problems)} problems in the recipe:\n" + "\n".join(f"  {problem}" for problem in problems)

@@ -18,18 +18,16 @@ from __future__ import annotations
 import json
 import os
 import random
-import typing
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from difflib import get_close_matches
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from rich.table import Table
 
+from tulu_lite.config import Problem, format_problems, read_yaml, validation_problems
 from tulu_lite.data.conversations import parse_line, write_conversations
 from tulu_lite.data.sources import meta_path
 from tulu_lite.errors import TuluError, at
@@ -69,82 +67,7 @@ class Mixture(BaseModel):
 # ---- loading and validating the YAML --------------------------------------------------------------------------
 
 
-def _key_lines(text: str) -> dict[tuple, int]:
-    """Map each key path in a YAML document, e.g. ("sources", 2, "fraction"), to its 1-based line."""
-    lines: dict[tuple, int] = {}
-
-    def walk(node: yaml.Node, path: tuple) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                lines[(*path, key.value)] = key.start_mark.line + 1
-                walk(value, (*path, key.value))
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                lines[(*path, index)] = item.start_mark.line + 1
-                walk(item, (*path, index))
-
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if root is not None:
-        walk(root, ())
-    return lines
-
-
-def _dotted(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _model_at(loc: tuple) -> type[BaseModel] | None:
-    """The pydantic model that owns the last key of `loc` (to suggest a known key for a misspelt one)."""
-    model: type[BaseModel] = Mixture
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if part not in model.model_fields:
-            return None
-        inner = [arg for arg in typing.get_args(model.model_fields[part].annotation)
-                 if isinstance(arg, type) and issubclass(arg, BaseModel)]
-        if not inner:
-            return None
-        model = inner[0]
-    return model
-
-
-def _describe(error: dict) -> str:
-    loc = tuple(error["loc"])
-    if error["type"] == "extra_forbidden":
-        owner = _model_at(loc[:-1])
-        close = get_close_matches(str(loc[-1]), list(owner.model_fields), n=1) if owner else []
-        return "unknown key" + (f", did you mean {close[0]!r}?" if close else "")
-    if error["type"] == "missing":
-        return "required key is missing"
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{message} (got {error['input']!r})" if not isinstance(error["input"], dict) else message
-
-
-def _line_for(lines: dict[tuple, int], loc: tuple) -> int | None:
-    for end in range(len(loc), -1, -1):
-        if loc[:end] in lines:
-            return lines[loc[:end]]
-    return None
-
-
-def _parse_yaml(path: Path) -> tuple[object, dict[tuple, int]]:
-    if not path.is_file():
-        raise TuluError(f"{path}: mixture file not found")
-    text = path.read_text(encoding="utf-8")
-    try:
-        return yaml.safe_load(text), _key_lines(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise TuluError(f"{at(path, line)}: not valid YAML ({problem})") from None
-
-
-def _file_problems(data: dict, base: Path) -> list[tuple[tuple, str]]:
+def _file_problems(data: dict, base: Path) -> list[Problem]:
     """Missing or repeated source files, read from the raw YAML so they are reported with any schema problems."""
     problems, seen = [], {}
     entries = data.get("sources") if isinstance(data.get("sources"), list) else []
@@ -153,9 +76,9 @@ def _file_problems(data: dict, base: Path) -> list[tuple[tuple, str]]:
             continue
         resolved = (base / entry["path"]).resolve()
         if not resolved.is_file():
-            problems.append((("sources", index, "path"), f"file not found: {resolved}"))
+            problems.append(Problem(("sources", index, "path"), f"file not found: {resolved}"))
         if resolved in seen:
-            problems.append((("sources", index, "path"), f"same file as sources[{seen[resolved]}]"))
+            problems.append(Problem(("sources", index, "path"), f"same file as sources[{seen[resolved]}]"))
         seen.setdefault(resolved, index)
     return problems
 
@@ -163,27 +86,18 @@ def _file_problems(data: dict, base: Path) -> list[tuple[tuple, str]]:
 def load_mixture(path: str | os.PathLike, *, check_files: bool = True) -> Mixture:
     """Read and validate a mixture YAML; every problem is reported at once, each as ``file:line: key: what``."""
     path = Path(path)
-    data, lines = _parse_yaml(path)
-    if not isinstance(data, dict):
-        raise TuluError(f"{path}: a mixture must be a mapping with 'seed' and 'sources', got {type(data).__name__}")
-    problems = _file_problems(data, path.parent) if check_files else []
+    data, lines, problems = read_yaml(path, "mixture", Mixture)
+    if check_files:
+        problems += _file_problems(data, path.parent)
     try:
         mixture = Mixture.model_validate(data)
     except ValidationError as exc:
-        problems += [(tuple(error["loc"]), _describe(error)) for error in exc.errors()]
+        problems += validation_problems(exc, Mixture)
     if problems:
-        raise TuluError(_join_problems(path, lines, problems))
+        raise TuluError(format_problems(path, lines, problems))
     for source in mixture.sources:
         source.path = (path.parent / source.path).resolve()
     return mixture
-
-
-def _join_problems(path: Path, lines: dict[tuple, int], problems: list[tuple[tuple, str]]) -> str:
-    located = sorted(((_line_for(lines, loc), loc, message) for loc, message in problems),
-                     key=lambda item: item[0] if item[0] is not None else 0)
-    parts = [f"{at(path, line)}: {_dotted(loc)}: {message}" for line, loc, message in located]
-    head = f"{len(parts)} problems: " if len(parts) > 1 else ""
-    return head + "; ".join(parts)
 
 
 # ---- planning: which lines of which file ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tulu_lite.config import format_problems, validation_problems
 from tulu_lite.errors import TuluError
 
 TaskName = Literal["mmlu", "gsm", "bbh", "tydiqa", "codex_humaneval", "truthfulqa", "toxigen", "alpaca_eval"]
@@ -76,9 +77,8 @@ def parse_tasks(text: str) -> list[str]:
 
 
 def make_settings(**values: object) -> EvalSettings:
-    """Build settings, turning every validation problem into one `TuluError` line (all problems together)."""
+    """Build settings; every validation problem is reported together in one `TuluError`, as for recipes."""
     try:
         return EvalSettings(**values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
-        raise TuluError(f"eval settings: {problems}") from None
+        raise TuluError(format_problems("eval settings", {}, validation_problems(exc, EvalSettings))) from None

@@ -6,6 +6,13 @@
 
 from __future__ import annotations
 
+import logging
+
+# bitsandbytes 0.50 warns at import, on CPUs with AVX512-BF16, that the optional `kernels` package (a faster CPU
+# 4-bit matmul fetched from a hub) is missing. tulu-lite never fetches from a hub and the built-in kernel is
+# correct, so that one logger is kept quiet; set before anything imports bitsandbytes.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
 __all__ = ["encode", "encode_dataset"]
 __version__ = "0.1.0"
 

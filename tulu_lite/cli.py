@@ -169,11 +169,12 @@ def train_command(
     result = train(loaded, resume=resume, force=force, console=console)
     metrics = result.metrics
     if result.main_process:
-        console.print(
-            f"[green]done[/]: {metrics['steps']} steps, loss {metrics['first_loss']:.3f} → {metrics['final_loss']:.3f}; "
-            f"adapter in {result.output_dir}",
-            highlight=False,
-        )
+        if metrics["first_loss"] is not None:
+            loss = f"loss {metrics['first_loss']:.3f} → {metrics['final_loss']:.3f}"
+        else:  # fewer steps than training.logging_steps: only the run's mean loss is known
+            loss = f"mean loss {metrics['train_loss']:.3f}"
+        console.print(f"[green]done[/]: {metrics['steps']} steps, {loss}; adapter in {result.output_dir}",
+                      highlight=False)
 
 
 @app.command("plan")

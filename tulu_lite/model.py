@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -14,6 +15,10 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrai
 
 from tulu_lite.config import TINY_LLAMA_NAME, Dtype, LoraConfig, ModelConfig, QuantizationConfig
 from tulu_lite.errors import TuluError
+
+# peft 0.21 reads the `is_gradient_checkpointing` attribute that transformers 5 deprecated (one FutureWarning per
+# model); silence exactly that message until peft reads `is_activation_checkpointing`.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 # `model.name_or_path: tiny-llama` (TINY_LLAMA_NAME) builds this instead of loading weights, so the whole pipeline
 # runs on a laptop CPU with no download. initializer_range=0.2 (not LLaMA's 0.02) matters: with 0.02 the frozen

@@ -196,8 +196,9 @@ def sft_config(recipe: Recipe):
         max_grad_norm=t.max_grad_norm,
         per_device_train_batch_size=t.per_device_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old names warn).
+        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         seed=t.seed,
         logging_steps=t.logging_steps,
         save_strategy="steps",

@@ -16,6 +16,7 @@ a token is trained when its first character falls inside a trained span.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from transformers import PreTrainedTokenizerBase
 
@@ -286,19 +287,23 @@ def load_conversations_dataset(files, cache_dir: str | None = None):
     The cache key holds each file's path, size and modification time, so an edited file is read again.
     """
     from datasets import Dataset
-    from pathlib import Path
 
     paths = [Path(f) for f in files]
     for path in paths:
         if not path.is_file():
             raise TuluError(f"{path}: file not found")
     stamps = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
-    # Validate before datasets swallows our error into its own traceback: a first pass is cheap next to tokenizing.
-    for _ in _conversation_rows(stamps):
-        pass
-    return Dataset.from_generator(
-        _conversation_rows, gen_kwargs={"stamps": stamps}, features=_conversation_features(), cache_dir=cache_dir
-    )
+    try:
+        return Dataset.from_generator(
+            _conversation_rows, gen_kwargs={"stamps": stamps}, features=_conversation_features(), cache_dir=cache_dir
+        )
+    except Exception as exc:  # datasets wraps the reader's one-line TuluError in its own error: unwrap it
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, TuluError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def _encode_batch(batch: dict, tokenizer, template: ChatFormat, max_seq_length: int) -> dict:

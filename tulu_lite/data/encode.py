@@ -16,8 +16,8 @@ a token is trained when its first character falls inside a trained span.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from tulu_lite.data.chat_format import ASSISTANT_HEADER, ChatFormat, render_native, tulu_pieces

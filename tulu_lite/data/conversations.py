@@ -41,14 +41,20 @@ def validate_messages(messages: object, where: str) -> list[dict]:
     return messages
 
 
-def parse_line(line: str, where: str) -> dict:
-    """Parse and validate one JSON Lines record."""
+def json_object(line: str, where: str) -> dict:
+    """Parse one JSON Lines record that must be an object; errors are prefixed with `where` (``file:line``)."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         raise TuluError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(record, dict):
         raise TuluError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def parse_line(line: str, where: str) -> dict:
+    """Parse and validate one conversation record."""
+    record = json_object(line, where)
     if "messages" not in record:
         raise TuluError(f"{where}: no 'messages' key (keys: {', '.join(sorted(record)) or 'none'})")
     validate_messages(record["messages"], where)

@@ -19,6 +19,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from tulu_lite.data.conversations import json_object
 from tulu_lite.errors import TuluError, at
 from tulu_lite.eval.settings import EvalSettings
 
@@ -52,15 +53,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TuluError(f"{at(path, number)}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(record, dict):
-                raise TuluError(f"{at(path, number)}: expected a JSON object, got {type(record).__name__}")
-            yield number, record
+            if line.strip():
+                yield number, json_object(line, at(path, number))
 
 
 def require_keys(record: dict, keys: tuple[str, ...], where: str) -> dict:

@@ -500,12 +500,11 @@ def release_tokenizer(tokenizer, template: ChatFormat):
 
 
 def save_tokenizer(tokenizer, out: Path, *, trust_remote_code: bool = False) -> None:
-    """Save the tokenizer so that it reloads with the training tokenization, and check that it does."""
-    if getattr(tokenizer, "legacy", None) is not None:
-        # transformers 5.23 drops `legacy` from tokenizer_config.json (LlamaTokenizer keeps it as an attribute
-        # only), so LLaMA-1/2 tokenizers reload as legacy=False and tokenize differently after special tokens.
-        # Remove once save_pretrained writes it back.
-        tokenizer.init_kwargs["legacy"] = tokenizer.legacy
+    """Save the tokenizer and check that the copy reloads with the training tokenization.
+
+    `tulu_lite.tokenizer.load_tokenizer` pins what transformers 5.23 would drop on save (LLaMA's `legacy`); the
+    check catches any other setting a future version forgets to write.
+    """
     tokenizer.save_pretrained(out)
     from transformers import AutoTokenizer
 

@@ -311,6 +311,12 @@ def main() -> None:
     except TuluError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except OSError as exc:  # what the pre-flight checks could not foresee: a disk filling up mid-write, ...
+        from tulu_lite.outputs import os_reason
+
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc.filename or 'output'))}: {os_reason(exc)}",
+                                   highlight=False, soft_wrap=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         Console(stderr=True).print("[yellow]interrupted[/]")
         sys.exit(130)

@@ -169,7 +169,7 @@ def tiny_llama_dir(model_cfg: ModelConfig) -> str:
     if (target / "config.json").is_file():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{os.getpid()}-", dir=target.parent))
     sizes = {"hidden_size": model_cfg.tiny.hidden_size, "num_layers": model_cfg.tiny.num_layers}
     build_tiny_llama(tokenizer, seed=model_cfg.tiny.seed, **sizes).save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)

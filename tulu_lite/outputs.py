@@ -1,13 +1,19 @@
 """Atomic outputs: every directory or file tulu-lite writes appears complete or not at all.
 
 A crash (or Ctrl-C) while a model is being saved must never leave something that looks like a finished
-checkpoint, so outputs are written into a temporary sibling and renamed into place at the end.
+checkpoint, so outputs are written into a temporary sibling and renamed into place at the end. The temporary's
+name carries the writer's pid (``.NAME.partial-PID-XXXX``) so the next writer of the same target can remove what
+a killed run (SIGKILL, power loss) left behind, without touching a temporary of a run that is still alive.
+
+`tempfile` creates owner-only temporaries (0700 / 0600); the final output gets the permissions an ordinary
+``mkdir`` / ``open`` would have given under the current umask, so colleagues on a shared machine can read it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -15,6 +21,74 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tulu_lite.errors import TuluError
+
+
+def current_umask() -> int:
+    # os.umask can only be read by setting it; set it straight back (no thread of ours creates files meanwhile).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temporary_prefix(target: Path) -> str:
+    return f".{target.name}.partial-{os.getpid()}-"
+
+
+_LEFTOVER = re.compile(r"(?:partial|old)-(\d+)(?:-.*)?")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Delete temporaries/backups of `target` left by dead writers; return what was removed."""
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for sibling in target.parent.iterdir():
+        if not sibling.name.startswith(f".{target.name}."):
+            continue
+        match = _LEFTOVER.fullmatch(sibling.name[len(target.name) + 2:])
+        if match is None or _pid_alive(int(match.group(1))):
+            continue
+        if sibling.is_dir() and not sibling.is_symlink():
+            shutil.rmtree(sibling, ignore_errors=True)
+        else:
+            sibling.unlink(missing_ok=True)
+        removed.append(sibling)
+    return removed
+
+
+def ensure_writable(target: str | os.PathLike, what: str = "output") -> None:
+    """Fail early, in one line, if `target` (a file or directory to be created) can't be written.
+
+    Checks what will be needed before any expensive work: no component of the path is a file, and the nearest
+    existing directory accepts a new entry (probed by creating one: permission bits lie for root and for
+    read-only mounts).
+    """
+    shown, target = target, Path(target).absolute()
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            raise TuluError(f"{what} {shown}: {parent} is a file, not a directory")
+    existing = next(parent for parent in target.parents if parent.exists())
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.probe-", dir=existing)
+    except OSError as exc:
+        raise TuluError(f"{what} {shown}: can't write in {existing} ({os_reason(exc)})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def os_reason(exc: OSError) -> str:
+    """The short reason of an OSError ("no space left on device"), without Python's "[Errno 28]" decoration."""
+    return exc.strerror.lower() if exc.strerror else str(exc)
 
 
 @contextmanager
@@ -28,10 +102,13 @@ def atomic_dir(target: str | os.PathLike, *, force: bool = False) -> Iterator[Pa
         raise TuluError(f"{target}: exists and is not a directory")
     if target.exists() and any(target.iterdir()) and not force:
         raise TuluError(f"{target}: already exists and is not empty (pass --force to overwrite)")
+    ensure_writable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    remove_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(target), dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~current_umask())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -48,11 +125,14 @@ def atomic_dir(target: str | os.PathLike, *, force: bool = False) -> Iterator[Pa
 def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator:
     """Open a temporary file next to `target`; it is renamed onto `target` only on success."""
     target = Path(target)
+    ensure_writable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.partial-", dir=target.parent)
+    remove_stale_temporaries(target)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(target), dir=target.parent)
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
             yield handle
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

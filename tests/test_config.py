@@ -41,7 +41,7 @@ def test_minimal_recipe_gets_paper_defaults_and_absolute_paths(tmp_path):
     assert recipe.data.max_seq_length == 2048 and recipe.data.padding_free
     assert not recipe.model.trust_remote_code and not recipe.model.allow_pickle_weights
     # Relative to the recipe file, not to the current directory.
-    assert recipe.data.train_files == [tmp_path / "recipes" / "data" / "train.jsonl"]
+    assert [item.path for item in recipe.data.train_files] == [tmp_path / "recipes" / "data" / "train.jsonl"]
     assert recipe.output_dir == tmp_path / "recipes" / "runs" / "demo"
     assert recipe.checkpoint_dir == tmp_path / "recipes" / "runs" / "demo.checkpoints"
     assert recipe.model.name_or_path == "tiny-llama"

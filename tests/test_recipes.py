@@ -54,7 +54,7 @@ def test_demo_recipe_runs_from_the_cli(tmp_path, monkeypatch):
     monkeypatch.setenv("TULU_LITE_CACHE", str(tmp_path / "cache"))
     recipe = load_recipe(RECIPES / "demo.yaml")
     assert recipe.model.is_tiny and recipe.quantization is not None
-    assert all(path.is_file() for path in recipe.data.train_files)
+    assert all(item.path.is_file() for item in recipe.data.train_files)
     out = tmp_path / "demo-out"
     result = CliRunner().invoke(app, ["train", str(RECIPES / "demo.yaml"), "--set", "training.max_steps=4",
                                       "--set", "training.logging_steps=2", "--set", f"output_dir={out}"])

@@ -1,35 +1,33 @@
-"""Converters: each raw fixture (hand-written in its source's released schema) becomes the expected conversations."""
+"""Converters: each raw fixture (hand-written in its source's released schema) becomes the expected conversations.
+
+The pipeline in both styles, the readers, bad input, and the `--style clean` rules; TÜLU v1's own rules (the
+default style) are pinned literally in test_sources_v1.py.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tulu_lite.data.conversations import read_conversations
-from tulu_lite.data.sources import (
-    SOURCES,
-    TEMPLATES_WITH_INPUT,
-    TEMPLATES_WITHOUT_INPUT,
-    ConvertOptions,
-    ConvertReport,
-    convert,
-    iter_converted,
-    meta_path,
-    read_json_values,
-    render_instruction,
-    split_by_budget,
-)
+from tulu_lite.data.raw import read_json_values
+from tulu_lite.data.sources import ConvertOptions, ConvertReport, SOURCES, convert, iter_converted, meta_path, \
+    split_by_budget
+from tulu_lite.data.templates import TEMPLATES_WITH_INPUT, TEMPLATES_WITHOUT_INPUT, render_instruction
 from tulu_lite.errors import TuluError
+from tulu_lite.tokenizer import BUNDLED_LLAMA_TOKENIZER
 
 RAW = Path(__file__).parent / "fixtures" / "raw"
+CLEAN = ConvertOptions(style="clean")
 SMALL_SUPER_NI = ConvertOptions(zero_shot_per_task=2, few_shot_per_task=2)
 
 
-def run(source: str, path: Path | str, options: ConvertOptions = ConvertOptions()) -> tuple[list[dict], ConvertReport]:
+def run(source: str, path: Path | str, options: ConvertOptions = CLEAN) -> tuple[list[dict], ConvertReport]:
     report = ConvertReport(source, [])
     return list(iter_converted(source, RAW / path, options, report=report)), report
 
@@ -40,30 +38,44 @@ def by_id(records: list[dict]) -> dict[str, dict]:
 
 # ---- every source --------------------------------------------------------------------------------------------
 
-EXPECTED_COUNTS = {  # examples written from each fixture
-    "super_ni": 7,  # task001: 2 zero-shot + 2 few-shot; task1564: 4 instances, one without output; mmmlu skipped
-    "cot": 5, "flan_v2": 4, "dolly": 5, "oasst1": 5, "self_instruct": 3, "unnatural_instructions": 4,
-    "stanford_alpaca": 4, "code_alpaca": 3, "gpt4_alpaca": 2, "baize": 3, "sharegpt": 4,
+EXPECTED_COUNTS = {  # examples written from each fixture, per style
+    "clean": {
+        "super_ni": 7,  # default list: task001 2 zero-shot + 2 few-shot; task1564: 4 instances, one without output
+        "cot": 5, "flan_v2": 4, "dolly": 5, "oasst1": 5, "self_instruct": 3, "unnatural_instructions": 4,
+        "stanford_alpaca": 4, "code_alpaca": 3, "gpt4_alpaca": 2, "baize": 5, "sharegpt": 4,
+    },
+    "v1": {  # nothing empty is dropped; oasst1 keeps inner paths; super_ni reads the xlingual list (+ a Spanish task)
+        "super_ni": 10, "cot": 5, "flan_v2": 4, "dolly": 6, "oasst1": 7, "self_instruct": 4,
+        "unnatural_instructions": 4, "stanford_alpaca": 4, "code_alpaca": 3, "gpt4_alpaca": 2, "baize": 5,
+        "sharegpt": 2,  # split at 2048 tokens, then only strictly human/gpt-alternating parts
+    },
 }
 
 
+@pytest.mark.parametrize("style", ["v1", "clean"])
 @pytest.mark.parametrize("source", list(SOURCES))
-def test_each_source_converts_its_release_into_valid_unique_conversations(source, tmp_path):
-    options = SMALL_SUPER_NI if source == "super_ni" else ConvertOptions()
+def test_each_source_converts_its_release_into_valid_unique_conversations(source, style, tmp_path):
+    options = ConvertOptions(style=style)
+    if source == "super_ni":
+        options = replace(options, zero_shot_per_task=2, few_shot_per_task=2)
+    if source == "sharegpt":
+        options = replace(options, tokenizer=str(BUNDLED_LLAMA_TOKENIZER))
     out = tmp_path / f"{source}.jsonl"
     report = convert(source, RAW / source, out, options)
     records = list(read_conversations(out))  # validates every line
-    assert report.written == len(records) == EXPECTED_COUNTS[source]
+    assert report.written == len(records) == EXPECTED_COUNTS[style][source]
     assert {record["dataset"] for record in records} == {source}
     ids = [record["id"] for record in records]
     assert len(set(ids)) == len(ids) and all(i.startswith(source + "_") for i in ids)
     for record in records:
-        assert record["messages"][-1]["role"] == "assistant" and record["messages"][-1]["content"].strip()
+        assert record["messages"][-1]["role"] == "assistant"
+        assert style == "v1" or record["messages"][-1]["content"].strip()  # v1 keeps empty outputs
     meta = json.loads(meta_path(out).read_text())
     assert meta["source"] == source and meta["options"]["seed"] == 42 and meta["report"]["written"] == len(records)
+    assert meta["options"]["style"] == style and meta["report"]["style"] == style
 
 
-def test_instruction_sources_keep_instruction_input_and_output():
+def test_clean_instruction_sources_keep_instruction_input_and_output():
     records, report = run("stanford_alpaca", "stanford_alpaca/alpaca_data.json")
     spanish = by_id(records)["stanford_alpaca_1"]["messages"]
     assert "Translate the sentence into Spanish." in spanish[0]["content"]
@@ -76,7 +88,7 @@ def test_instruction_sources_keep_instruction_input_and_output():
     assert founded[1]["content"] == "Carla Ruiz founded Lumen Tools."
 
 
-def test_flan_style_sources_use_inputs_and_targets_verbatim():
+def test_clean_flan_style_sources_use_inputs_and_targets_stripped():
     records, _ = run("cot", "cot")
     assert [r["id"] for r in records][:3] == ["cot_cot_fsopt_0", "cot_cot_fsopt_1", "cot_cot_zsopt_0"]
     first = by_id(records)["cot_cot_zsopt_1"]["messages"]
@@ -86,7 +98,7 @@ def test_flan_style_sources_use_inputs_and_targets_verbatim():
     ]
 
 
-def test_unnatural_instructions_append_constraints_except_none():
+def test_clean_unnatural_instructions_append_constraints_except_none():
     records = by_id(run("unnatural_instructions", "unnatural_instructions")[0])
     verb = records["unnatural_instructions_0_0"]["messages"][0]["content"]
     assert "None." not in verb and "The dog barked loudly." in verb
@@ -97,7 +109,7 @@ def test_unnatural_instructions_append_constraints_except_none():
     assert "none" not in records["unnatural_instructions_2_0"]["messages"][0]["content"]
 
 
-def test_baize_transcripts_become_alternating_rounds():
+def test_clean_baize_transcripts_become_alternating_rounds():
     records = by_id(run("baize", "baize")[0])
     juggling = records["baize_quora_chat_data_0"]["messages"]
     assert [m["role"] for m in juggling] == ["user", "assistant", "user", "assistant"]
@@ -111,7 +123,7 @@ def test_baize_transcripts_become_alternating_rounds():
 # ---- oasst1 --------------------------------------------------------------------------------------------------
 
 
-def test_oasst_keeps_every_path_ending_in_an_assistant_reply_and_drops_deleted_subtrees():
+def test_clean_oasst_keeps_maximal_paths_ending_in_an_assistant_reply_and_drops_deleted_subtrees():
     records, report = run("oasst1", "oasst1")
     ids = {record["id"] for record in records}
     # a1 continues to a3/a4 (not emitted alone); a5 is deleted; p3 (deleted) cuts nothing else; the limerick
@@ -129,15 +141,15 @@ def test_oasst_keeps_every_path_ending_in_an_assistant_reply_and_drops_deleted_s
     (1, {"oasst1_a3-dddd", "oasst1_a7-llll"}),
     (2, {"oasst1_a3-dddd", "oasst1_a4-eeee", "oasst1_a2-gggg", "oasst1_a7-llll"}),
 ])
-def test_oasst_top_k_reply_keeps_the_best_rated_replies_at_every_node(k, expected):
-    records, _ = run("oasst1", "oasst1", ConvertOptions(top_k_reply=k))
+def test_clean_oasst_top_k_reply_keeps_the_best_rated_replies_at_every_node(k, expected):
+    records, _ = run("oasst1", "oasst1", ConvertOptions(style="clean", top_k_reply=k))
     assert {record["id"] for record in records} == expected
 
 
 # ---- sharegpt ------------------------------------------------------------------------------------------------
 
 
-def test_sharegpt_maps_speakers_and_repairs_or_skips_bad_turn_order():
+def test_clean_sharegpt_maps_speakers_and_repairs_or_skips_bad_turn_order():
     records, report = run("sharegpt", "sharegpt")
     got = by_id(records)
     assert set(got) == {"sharegpt_QWJhYvA_0", "sharegpt_i6IyJda_0", "sharegpt_7Xk2pLm_3", "sharegpt_mM3nQe8_1"}
@@ -169,12 +181,12 @@ def test_split_by_budget_packs_whole_exchanges_and_drops_oversized_ones():
         ["sys", "user 0", "assistant 0"], ["sys", "user 1", "assistant 1"]]  # system repeated, counted each time
 
 
-def test_sharegpt_split_to_a_token_budget_with_a_real_tokenizer(tmp_path, llama_tokenizer):
+def test_clean_sharegpt_split_to_a_token_budget_with_a_real_tokenizer(tmp_path, llama_tokenizer):
     long_turns = [{"from": "human" if i % 2 == 0 else "gpt", "value": f"Turn {i}: " + "word " * 40}
                   for i in range(8)]
     raw = tmp_path / "sg.json"
     raw.write_text(json.dumps([{"id": "long", "conversations": long_turns}]))
-    options = ConvertOptions(split_max_tokens=128, tokenizer=str(Path(llama_tokenizer.name_or_path)))
+    options = ConvertOptions(style="clean", split_max_tokens=128, tokenizer=str(Path(llama_tokenizer.name_or_path)))
     records, report = run("sharegpt", raw, options)
     assert [r["id"] for r in records] == [f"sharegpt_long_part{i}" for i in range(len(records))]
     assert len(records) > 1
@@ -187,8 +199,8 @@ def test_sharegpt_split_to_a_token_budget_with_a_real_tokenizer(tmp_path, llama_
 # ---- super_ni -------------------------------------------------------------------------------------------------
 
 
-def test_super_ni_zero_and_few_shot_variants_per_task():
-    records, report = run("super_ni", "super_ni", SMALL_SUPER_NI)
+def test_clean_super_ni_zero_and_few_shot_variants_per_task():
+    records, report = run("super_ni", "super_ni", replace(SMALL_SUPER_NI, style="clean"))
     assert report.skipped["super_ni: mmmlu task (evaluation leakage)"] == 1
     quoref = [r for r in records if r["id"].startswith("super_ni_task001-")]
     assert len(quoref) == 4
@@ -198,7 +210,8 @@ def test_super_ni_zero_and_few_shot_variants_per_task():
         prompt = record["messages"][0]["content"]
         assert prompt.startswith("In this task, you're given a passage.") and prompt.count("Example output:") == 2
         assert prompt.rstrip().endswith("Output:")
-    everything, report = run("super_ni", "super_ni", ConvertOptions(zero_shot_per_task=10, few_shot_per_task=0))
+    everything, report = run("super_ni", "super_ni", ConvertOptions(style="clean", zero_shot_per_task=10,
+                                                                  few_shot_per_task=0))
     assert len(everything) == 9 and report.skipped["empty output"] == 1  # task1564-0004 has an empty output list
     violin = by_id(everything)["super_ni_task001-0002"]["messages"]
     assert violin[1]["content"] == "Who owned the violin until 1902?"  # the first reference output
@@ -215,17 +228,18 @@ def _alpaca_array(path: Path, n: int, *, indent: int | None = 4) -> Path:
     return path
 
 
-def test_same_seed_is_byte_identical_and_another_seed_changes_templates(tmp_path):
+@pytest.mark.parametrize("style", ["v1", "clean"])
+def test_same_seed_is_byte_identical_and_another_seed_changes_templates(tmp_path, style):
     raw = _alpaca_array(tmp_path / "alpaca_data.json", 300)
     outputs = {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        convert("stanford_alpaca", raw, tmp_path / f"{name}.jsonl", ConvertOptions(seed=seed))
+        convert("stanford_alpaca", raw, tmp_path / f"{name}.jsonl", ConvertOptions(style=style, seed=seed))
         outputs[name] = (tmp_path / f"{name}.jsonl").read_bytes()
     assert outputs["a"] == outputs["b"]
     assert outputs["a"] != outputs["c"]
 
 
-def test_templates_are_used_in_proportion_to_their_weights():
+def test_clean_templates_are_used_in_proportion_to_their_weights():
     for templates, input_text in ((TEMPLATES_WITH_INPUT, "INPUT"), (TEMPLATES_WITHOUT_INPUT, None)):
         rendered = [render_instruction("INSTR", input_text, 7, f"x_{i}") for i in range(4000)]
         expected = {t.format(instruction="INSTR", input="INPUT"): weight for t, weight in templates}
@@ -235,13 +249,14 @@ def test_templates_are_used_in_proportion_to_their_weights():
             assert abs(counts[text] / 4000 - weight) < 0.03
 
 
-def test_max_examples_is_an_exact_seeded_subset_in_file_order(tmp_path):
+@pytest.mark.parametrize("style", ["v1", "clean"])
+def test_max_examples_is_an_exact_seeded_subset_in_file_order(tmp_path, style):
     raw = _alpaca_array(tmp_path / "alpaca_data.json", 3000)
-    full = [r["id"] for r in run("stanford_alpaca", raw)[0]]
+    full = [r["id"] for r in run("stanford_alpaca", raw, ConvertOptions(style=style))[0]]
 
     def sample(k: int, seed: int) -> list[str]:
         out = tmp_path / f"s{k}_{seed}.jsonl"
-        report = convert("stanford_alpaca", raw, out, ConvertOptions(seed=seed, max_examples=k))
+        report = convert("stanford_alpaca", raw, out, ConvertOptions(style=style, seed=seed, max_examples=k), force=True)
         assert report.sampled_out == 3000 - k
         return [r["id"] for r in read_conversations(out)]
 
@@ -251,7 +266,7 @@ def test_max_examples_is_an_exact_seeded_subset_in_file_order(tmp_path):
     assert set(small) <= set(large) and set(small) != set(other)
     assert small == [i for i in full if i in set(small)]  # original order kept
     # a sampled example is the same example, with the same template, as in the full conversion
-    full_records = by_id(run("stanford_alpaca", raw, ConvertOptions(seed=5))[0])
+    full_records = by_id(run("stanford_alpaca", raw, ConvertOptions(style=style, seed=5))[0])
     assert all(r == full_records[r["id"]] for r in read_conversations(tmp_path / "s300_5.jsonl"))
 
 

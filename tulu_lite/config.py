@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from tulu_lite.errors import TuluError, at
 from tulu_lite.outputs import atomic_file
@@ -88,10 +88,74 @@ class LoraConfig(_Section):
     target_modules: list[str] = Field(default_factory=lambda: list(ALL_LINEAR), min_length=1)
 
 
-class DataConfig(_Section):
-    """Training data: conversation JSONL files, or a mixture file (exactly one of the two)."""
+HUB_PREFIX = "hf:"
 
-    train_files: list[Path] = Field(default_factory=list)
+
+class DataSource(_Section):
+    """Where conversations come from, and which columns hold them.
+
+    Exactly one of `path` (a conversation JSONL file, a JSON or Parquet file, a ``save_to_disk`` folder, a dataset
+    repository folder) or `hub` (a Hugging Face dataset id). A plain string is a path, ``hf:ID`` (or
+    ``hf:ID:SPLIT``) a hub dataset. Rows need a list of turns in column `messages`; a turn's role and text are read
+    from its keys `role` and `content`, and `roles` renames role values (e.g. ShareGPT's ``human``/``gpt``).
+    """
+
+    path: Path | None = None
+    hub: str | None = Field(None, min_length=1)
+    split: str = "train"  # for folders holding several splits, and the hub
+    subset: str | None = None  # the hub dataset's configuration name (load_dataset's `name`)
+    revision: str | None = None
+    messages: str = "messages"
+    role: str = "role"
+    content: str = "content"
+    roles: dict[str, Literal["system", "user", "assistant"]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, Path):
+            return {"path": value}
+        if isinstance(value, str):
+            if not value.startswith(HUB_PREFIX):
+                return {"path": value}
+            hub, _, split = value[len(HUB_PREFIX):].partition(":")
+            return {"hub": hub, **({"split": split} if split else {})}
+        return value
+
+    @model_validator(mode="after")
+    def _one_location(self) -> DataSource:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of path (a local file or folder) or hub (a dataset id)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler) -> Any:
+        """Only what differs from the defaults; a bare path or hub id is written back as its string form."""
+        data = handler(self)
+        changed = {key: value for key, value in data.items()
+                   if key not in type(self).model_fields or value != type(self).model_fields[key].get_default(
+                       call_default_factory=True)}
+        if set(changed) == {"path"}:
+            return changed["path"]
+        if set(changed) <= {"hub", "split"} and "hub" in changed:
+            return f"{HUB_PREFIX}{changed['hub']}" + (f":{changed['split']}" if "split" in changed else "")
+        return changed
+
+    @property
+    def label(self) -> str:
+        """How messages and tables name this input: the path, or ``hf:ID``."""
+        return str(self.path) if self.path is not None else f"{HUB_PREFIX}{self.hub}"
+
+
+# Every list of conversation inputs in a recipe (data.train_files, ...) has this type and goes through one loader,
+# `tulu_lite.data.encode.load_conversations_dataset`.
+DataFiles = list[DataSource]
+
+
+class DataConfig(_Section):
+    """Training data: conversation inputs (files, folders, hub datasets), or a mixture file (exactly one of the two)."""
+
+    train_files: DataFiles = Field(default_factory=list)
     mixture: Path | None = None
     max_seq_length: int = Field(2048, ge=8)
     padding_free: bool = True
@@ -218,9 +282,12 @@ def _blame_overrides(problem: Problem, override_keys: set[tuple], lines: dict[tu
 _PATH_KEYS = [("model", "name_or_path"), ("model", "tokenizer"), ("data", "mixture"), ("output_dir",)]
 
 
+_DATA_LISTS = [("data", "train_files")]  # lists of DataSource entries, each item resolved by _absolute_input
+
+
 def _resolve_paths(raw: dict, base: Path, only: set[tuple] | None) -> None:
     """Make recipe paths absolute against `base`; `only` limits this to the keys set by overrides."""
-    for key in [*_PATH_KEYS, ("data", "train_files")]:
+    for key in [*_PATH_KEYS, *_DATA_LISTS]:
         if only is not None and key not in only:
             continue
         parent = raw
@@ -229,14 +296,23 @@ def _resolve_paths(raw: dict, base: Path, only: set[tuple] | None) -> None:
         if not isinstance(parent, dict) or key[-1] not in parent:
             continue
         value = parent[key[-1]]
-        if key == ("data", "train_files") and isinstance(value, list):
-            parent[key[-1]] = [_absolute(item, base) if isinstance(item, str) else item for item in value]
+        if key in _DATA_LISTS and isinstance(value, list):
+            parent[key[-1]] = [_absolute_input(item, base) for item in value]
         elif key == ("model", "name_or_path") and isinstance(value, str):
             # A hub id ("huggyllama/llama-7b") or tiny-llama stays as is; a local directory becomes absolute.
             looks_local = value.startswith((".", "/", "~")) or (base / value).exists()
             parent[key[-1]] = _absolute(value, base) if looks_local and value != TINY_LLAMA_NAME else value
         elif isinstance(value, str):
             parent[key[-1]] = _absolute(value, base)
+
+
+def _absolute_input(item: Any, base: Path) -> Any:
+    """A DataSource entry with its local path made absolute (``hf:`` ids and hub entries stay as they are)."""
+    if isinstance(item, str) and not item.startswith(HUB_PREFIX):
+        return _absolute(item, base)
+    if isinstance(item, dict) and isinstance(item.get("path"), str):
+        return {**item, "path": _absolute(item["path"], base)}
+    return item
 
 
 def _absolute(value: str, base: Path) -> str:

@@ -1,102 +1,54 @@
-"""Converters from the raw TÜLU source releases to the conversation format.
+"""Converters from the raw TÜLU source releases to the conversation format, in two styles.
 
 Each source is read the way its authors release it (JSON Lines, one big JSON array, the natural-instructions
-folder, OpenAssistant message trees) and streamed: JSON Lines line by line, JSON arrays element by element with an
-incremental decoder, so a multi-GB download never sits in memory. Every output line carries ``"dataset"`` (the
-source name) and a stable ``"id"`` derived from the raw record (its own id, else its position in the file), so the
-same raw file always gives the same ids whatever the seed or ``max_examples``.
+folder, OpenAssistant message trees) and streamed: JSON Lines line by line, JSON arrays element by element, so a
+multi-GB download never sits in memory. Every output line is ``{"dataset": SOURCE, "id": ..., "messages": [...]}``.
 
-Randomness is a function of ``(seed, id)`` only: the prompt template an instruction example gets, and whether it
-survives ``max_examples`` (bottom-k sampling on a seeded hash), do not depend on the other records. The same seed
-therefore gives byte-identical output, and a smaller sample is a subset of a larger one.
+``--style v1`` (the default) is TÜLU v1 as open-instruct built it at commit e44fcf588 (`reformat_datasets.py`,
+`instruction_encode_templates.py`, `scripts/split_sharegpt_conversations.py`): the same records kept and dropped,
+the same roles, contents and ids, super_ni from the xlingual task list, oasst1 with every root-to-assistant path,
+sharegpt split and filtered as FastChat's script did. Its randomness (template choice, super_ni and CoT sampling)
+came from Python's `random` seeded once with ``--seed`` (42); here one `random.Random(seed)` per conversion makes
+the same calls in the same order, so the output equals the reference's when it is run on a raw folder holding
+only that source (run over several sources, the reference shares one generator in `os.listdir` order).
+
+``--style clean`` is tulu-lite's own conversion: templates from its own set picked by a hash of (seed, id) (so a
+subsample keeps each example's prompt), empty instructions and outputs dropped, ShareGPT roles mapped and the turn
+order repaired instead of whole conversations dropped, oasst1 maximal paths only, super_ni from the English
+``splits/default`` list.
+
+Either way the output is deterministic for a seed; ``max_examples`` keeps a bottom-k sample on a seeded hash of the
+ids, so a smaller sample is a subset of a larger one.
 """
 
 from __future__ import annotations
 
-import bisect
-import codecs
-import hashlib
 import heapq
 import json
 import os
 import random
-import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Literal
 
 from rich.markup import escape
 from rich.table import Table
 
-from tulu_lite.data.conversations import validate_messages, write_conversations
+from tulu_lite.data.conversations import check_output, json_error, validate_messages, write_conversations
+from tulu_lite.data.raw import RawRecord, preview, read_json_values, read_sampled
+from tulu_lite.data.templates import few_shot_prompt, few_shot_prompt_v1, render_instruction, \
+    render_instruction_v1, seeded_unit
 from tulu_lite.errors import TuluError, at
 from tulu_lite.outputs import write_json
 
 Messages = list[dict]
 Example = tuple[str, Messages]  # (id, messages)
-
-# ---- prompt templates ----------------------------------------------------------------------------------------
-# TÜLU turned (instruction, input) pairs into one user message through a weighted set of templates, the plain
-# "instruction, blank line, input" form being the most common and the Alpaca prompt among them, so the model does
-# not over-fit one layout. These are tulu-lite's own templates in that spirit; weights sum to 1.
-TEMPLATES_WITH_INPUT: tuple[tuple[str, float], ...] = (
-    ("{instruction}\n\n{input}", 0.25),
-    ("{instruction}\n{input}", 0.15),
-    ("{instruction}\n\nInput: {input}", 0.10),
-    ("Task: {instruction}\n\nInput:\n{input}", 0.10),
-    ("{input}\n\n{instruction}", 0.10),
-    ("Instruction: {instruction}\nContext: {input}", 0.10),
-    ("Here is a task and the text it refers to.\n\nTask: {instruction}\nText: {input}", 0.10),
-    # The Stanford Alpaca prompt format, kept so models also see the layout most public checkpoints use.
-    ("Below is an instruction that describes a task, paired with an input that provides further context. "
-     "Write a response that appropriately completes the request.\n\n"
-     "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:", 0.10),
-)
-TEMPLATES_WITHOUT_INPUT: tuple[tuple[str, float], ...] = (
-    ("{instruction}", 0.35),
-    ("Task: {instruction}", 0.10),
-    ("Instruction: {instruction}", 0.10),
-    ("Please help with the following request.\n\n{instruction}", 0.10),
-    ("{instruction}\n\nAnswer:", 0.10),
-    ("Respond to this: {instruction}", 0.10),
-    ("Below is an instruction that describes a task. Write a response that appropriately completes the request."
-     "\n\n### Instruction:\n{instruction}\n\n### Response:", 0.15),
-)
-
-
-def seeded_unit(seed: int, *parts: object) -> float:
-    """A number in [0, 1) that depends only on `seed` and `parts` (stable across runs and Python versions)."""
-    key = "\x1f".join(str(part) for part in (seed, *parts)).encode("utf-8")
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
-
-
-def _cumulative(options: tuple[tuple[str, float], ...]) -> list[float]:
-    running, out = 0.0, []
-    for _, weight in options:
-        running += weight
-        out.append(running)
-    return out
-
-
-_CUMULATIVE = {id(options): _cumulative(options) for options in (TEMPLATES_WITH_INPUT, TEMPLATES_WITHOUT_INPUT)}
-
-
-def _weighted_pick(options: tuple[tuple[str, float], ...], unit: float) -> str:
-    cumulative = _CUMULATIVE.get(id(options)) or _cumulative(options)
-    return options[min(bisect.bisect_right(cumulative, unit * cumulative[-1]), len(options) - 1)][0]
-
-
-def render_instruction(instruction: str, input_text: str | None, seed: int, example_id: str) -> str:
-    """The user message for an (instruction, input) pair, with a template picked by (seed, id)."""
-    instruction, input_text = instruction.strip(), (input_text or "").strip()
-    unit = seeded_unit(seed, "template", example_id)
-    if input_text:
-        return _weighted_pick(TEMPLATES_WITH_INPUT, unit).format(instruction=instruction, input=input_text)
-    return _weighted_pick(TEMPLATES_WITHOUT_INPUT, unit).format(instruction=instruction)
-
+Style = Literal["v1", "clean"]
+STYLES: tuple[str, ...] = ("v1", "clean")
+SHAREGPT_SPLIT_DEFAULT = 2048  # LLaMA tokens per part, as TÜLU v1 split ShareGPT
 
 # ---- options and report ---------------------------------------------------------------------------------------
 
@@ -105,14 +57,24 @@ def render_instruction(instruction: str, input_text: str | None, seed: int, exam
 class ConvertOptions:
     """Everything that changes a conversion's output (saved beside the output as ``*.meta.json``)."""
 
+    style: Style = "v1"
     seed: int = 42
     max_examples: int | None = None  # keep this many output examples (seeded bottom-k sample), None = all
     top_k_reply: int | None = None  # oasst1: keep the K best replies by quality at every node, None = all
     zero_shot_per_task: int = 60  # super_ni: zero-shot instances per task (open-instruct's default)
     few_shot_per_task: int = 20  # super_ni: few-shot instances per task
     n_few_shot: int = 2  # super_ni: positive examples shown in a few-shot prompt
-    split_max_tokens: int | None = None  # sharegpt: split conversations to this token budget (needs tokenizer)
-    tokenizer: str | None = None  # sharegpt: tokenizer directory used to count tokens for splitting
+    cot_zero_shot: int = 50000  # cot, v1: examples drawn from cot_zsopt.jsonl (the reference's cap)
+    cot_few_shot: int = 50000  # cot, v1: examples drawn from cot_fsopt.jsonl
+    split_max_tokens: int | None = None  # sharegpt: tokens per split part (2048 when a tokenizer is given)
+    tokenizer: str | None = None  # sharegpt: tokenizer directory whose tokens are counted to split
+
+    @property
+    def split_budget(self) -> int | None:
+        """Tokens per ShareGPT part, or None when no tokenizer is given (nothing is split)."""
+        if self.tokenizer is None:
+            return None
+        return self.split_max_tokens if self.split_max_tokens is not None else SHAREGPT_SPLIT_DEFAULT
 
 
 @dataclass
@@ -121,6 +83,7 @@ class ConvertReport:
 
     source: str
     inputs: list[str]
+    style: str = "v1"
     records_read: int = 0
     written: int = 0
     skipped: Counter = field(default_factory=Counter)
@@ -131,202 +94,54 @@ class ConvertReport:
         return {**asdict(self), "skipped": dict(self.skipped), "repaired": dict(self.repaired)}
 
 
-# ---- reading raw files ----------------------------------------------------------------------------------------
-
-
-class RawRecord(NamedTuple):
-    """One top-level JSON value of a raw file: where it is, its 0-based position, the value and its first chars."""
-
-    where: str
-    index: int
-    value: Any
-    preview: str
-
-
-def preview(text: str, limit: int = 70) -> str:
-    """The start of a line, on one line, for error messages."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit] + "…"
-
-
-def _first_char(path: Path) -> str:
-    with path.open("rb") as handle:
-        head = handle.read(1 << 16).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
-    return head[:1]
-
-
-def read_json_values(path: str | os.PathLike, expected: str, *, chunk_size: int = 1 << 20,
-                     on_bytes: Callable[[int], None] | None = None) -> Iterator[RawRecord]:
-    """Stream the top-level records of a JSON array file or a JSON Lines file (detected from the first char).
-
-    `expected` names the source and file the caller wanted; it goes into every parse error.
-    """
-    path = Path(path)
-    first = _first_char(path)
-    if first == "[":
-        yield from _read_array(path, expected, chunk_size, on_bytes)
-    elif first == "{":
-        yield from _read_lines(path, expected, on_bytes)
-    elif not first:
-        raise TuluError(f"{path}: file is empty (expected {expected})")
-    else:
-        raise TuluError(f"{at(path, 1)}: not JSON or JSON Lines (expected {expected}); starts: {first!r}")
-
-
-def _read_lines(path: Path, expected: str, on_bytes: Callable[[int], None] | None) -> Iterator[RawRecord]:
-    index = 0
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if on_bytes is not None:
-                on_bytes(len(raw))
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise TuluError(f"{at(path, number)}: not UTF-8 text ({exc.reason}; expected {expected})") from None
-            if number == 1:
-                text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark some editors add
-            if not text.strip():
-                continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise TuluError(f"{at(path, number)}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                                f"expected {expected}; line starts: {preview(text)}") from None
-            yield RawRecord(at(path, number), index, value, text[:200])
-            index += 1
-
-
-class _ArrayScanner:
-    """Walks a top-level JSON array in fixed-size chunks, so memory holds one chunk plus the current element."""
-
-    _SPACE = re.compile(r"[ \t\r\n]*")
-
-    def __init__(self, handle, chunk_size: int, on_bytes: Callable[[int], None] | None):
-        self.handle, self.chunk_size, self.on_bytes = handle, chunk_size, on_bytes
-        self.decoder = codecs.getincrementaldecoder("utf-8")()
-        self.buf, self.pos, self.eof = "", 0, False
-        self.line_base = 1  # line number of buf[0]
-        self.line_cursor = (0, 1)  # (offset in buf, its line), so line lookups never rescan the buffer
-
-    def fill(self) -> bool:
-        data = self.handle.read(self.chunk_size)
-        if self.on_bytes is not None:
-            self.on_bytes(len(data))
-        if not data:
-            self.buf += self.decoder.decode(b"", final=True)
-            self.eof = True
-            return False
-        self.buf += self.decoder.decode(data)
-        return True
-
-    def compact(self) -> None:
-        if self.pos > self.chunk_size:
-            line = self.line_at(self.pos)
-            self.buf, self.pos = self.buf[self.pos:], 0
-            self.line_base, self.line_cursor = line, (0, line)
-
-    def line_at(self, offset: int) -> int:
-        start, line = self.line_cursor
-        if offset < start:
-            start, line = 0, self.line_base
-        line += self.buf.count("\n", start, offset)
-        self.line_cursor = (offset, line)
-        return line
-
-    def skip_space(self) -> str:
-        """Advance past whitespace and return the next char ('' at end of file)."""
-        while True:
-            self.pos = self._SPACE.match(self.buf, self.pos).end()
-            if self.pos < len(self.buf):
-                return self.buf[self.pos]
-            if not self.fill():
-                return ""
-
-    def decode_value(self, decoder: json.JSONDecoder) -> Any:
-        while True:
-            try:
-                value, end = decoder.raw_decode(self.buf, self.pos)
-            except json.JSONDecodeError as exc:
-                if self.fill():  # the element may just be cut by the chunk boundary
-                    continue
-                raise exc
-            self.pos = end
-            return value
-
-
-def _read_array(path: Path, expected: str, chunk_size: int,
-                on_bytes: Callable[[int], None] | None) -> Iterator[RawRecord]:
-    decoder = json.JSONDecoder()
-    with path.open("rb") as handle:
-        scan = _ArrayScanner(handle, chunk_size, on_bytes)
-        scan.skip_space()
-        if scan.buf.startswith("\ufeff", scan.pos):
-            scan.pos += 1
-            scan.skip_space()
-        scan.pos += 1  # the "[" read_json_values already saw
-        index = 0
-        while True:
-            scan.compact()
-            char = scan.skip_space()
-            if char == "]" and index == 0:
-                scan.pos += 1
-                break
-            start, line = scan.pos, scan.line_at(scan.pos)
-            where = at(path, line)
-            try:
-                value = scan.decode_value(decoder)
-            except json.JSONDecodeError as exc:
-                bad_line = scan.line_at(exc.pos)
-                raise TuluError(f"{at(path, bad_line)}: not valid JSON ({exc.msg}); expected {expected}; "
-                                f"element {index} starts: {preview(scan.buf[start:start + 200])}") from None
-            yield RawRecord(where, index, value, scan.buf[start:start + 200])
-            index += 1
-            char = scan.skip_space()
-            if char == ",":
-                scan.pos += 1
-                if scan.skip_space() == "]":
-                    raise TuluError(f"{at(path, scan.line_at(scan.pos))}: trailing comma before ']' "
-                                    f"(not valid JSON; expected {expected})")
-                continue
-            if char == "]":
-                scan.pos += 1
-                break
-            got = "end of file" if not char else repr(char)
-            raise TuluError(f"{at(path, scan.line_at(scan.pos))}: expected ',' or ']' after element {index - 1}, "
-                            f"got {got} (truncated download? expected {expected})")
-        if scan.skip_space():
-            raise TuluError(f"{at(path, scan.line_at(scan.pos))}: text after the closing ']' (expected {expected})")
-
-
 # ---- the sources ----------------------------------------------------------------------------------------------
 
 
 @dataclass
 class _Run:
-    """State shared by one conversion: options, report, the current file and the optional splitter."""
+    """State shared by one conversion: options, report, the current file, the splitter and v1's generator."""
 
     source: Source
     options: ConvertOptions
     report: ConvertReport
     file_stem: str = ""
     count_tokens: Callable[[list[str]], list[int]] | None = None
+    rng: random.Random = field(default_factory=random.Random)  # v1: the one generator the reference seeded
+    counter: int = 0  # v1: the running number the reference gave ids
+
+    @property
+    def v1(self) -> bool:
+        return self.options.style == "v1"
+
+    def next_id(self) -> str:
+        """v1's ids: the source name and a running number over the conversion (records or examples)."""
+        self.counter += 1
+        return f"{self.source.name}_{self.counter - 1}"
+
+
+Converter = Callable[[RawRecord, _Run], Iterator[Example]]
 
 
 @dataclass(frozen=True)
 class Source:
-    """One row of the sources table: what the authors release and how a record becomes examples."""
+    """One row of the sources table: what the authors release and how a record becomes examples in each style."""
 
     name: str
     release: str  # the raw files as released, for help and error messages
-    patterns: tuple[str, ...]  # globs used when RAW_PATH is a directory
+    patterns: tuple[str, ...]  # globs used when RAW_PATH is a directory (the first that matches)
     fields: dict[str, tuple[type, ...]]  # required top-level keys of a record and their JSON types
-    convert: Callable[[RawRecord, _Run], Iterator[Example]] | None
+    convert: Converter | None  # clean; None: super_ni reads a folder
+    convert_v1: Converter | None
     options: frozenset[str] = frozenset()  # ConvertOptions fields that only this source uses
-    id_with_file: bool = False  # ids include the file stem (sources usually converted from several files)
+    id_with_file: bool = False  # clean ids include the file stem (sources usually converted from several files)
+    v1_files: tuple[str, ...] = ()  # v1, RAW_PATH a directory: exactly these files, in this order (the reference's)
 
     @property
     def expected(self) -> str:
         return f"the '{self.name}' format: {self.release}"
+
+
+# ---- clean: tulu-lite's rules -----------------------------------------------------------------------------------
 
 
 def _example_id(raw: RawRecord, run: _Run) -> str:
@@ -423,13 +238,18 @@ def _oasst_quality(node: dict) -> float:
 _OASST_ROLES = {"prompter": "user", "assistant": "assistant"}
 
 
-def _oasst_paths(node: dict, prefix: Messages, raw: RawRecord, run: _Run) -> Iterator[Example]:
-    """Every maximal path through `node` that ends with an assistant reply (a dangling prompter turn is cut)."""
+def _oasst_message(node: dict, raw: RawRecord, run: _Run) -> dict:
     role, text = node.get("role"), node.get("text")
     if role not in _OASST_ROLES or not isinstance(text, str):
         raise TuluError(f"{raw.where}: message {node.get('message_id', '?')!r}: expected role prompter|assistant "
                         f"and a text string (expected {run.source.expected}); got role {role!r}")
-    messages = [*prefix, {"role": _OASST_ROLES[role], "content": text}]
+    return {"role": _OASST_ROLES[role], "content": text}
+
+
+def _oasst_paths(node: dict, prefix: Messages, raw: RawRecord, run: _Run) -> Iterator[Example]:
+    """Every maximal path through `node` that ends with an assistant reply (a dangling prompter turn is cut)."""
+    messages = [*prefix, _oasst_message(node, raw, run)]
+    role = node["role"]
     emitted = False
     for child in _oasst_children(node, run.options.top_k_reply, run):
         for example in _oasst_paths(child, messages, raw, run):
@@ -544,7 +364,7 @@ def _convert_sharegpt(raw: RawRecord, run: _Run) -> Iterator[Example]:
         return
     costs = run.count_tokens(_message_cost_texts(messages))
     costs = [cost + (message["role"] == "assistant") for cost, message in zip(costs, messages)]  # + eos
-    parts, dropped = split_by_budget(messages, costs, run.options.split_max_tokens)
+    parts, dropped = split_by_budget(messages, costs, run.options.split_budget)
     if dropped:
         run.report.skipped["sharegpt: exchange longer than --split-max-tokens"] += dropped
     if len(parts) > 1:
@@ -553,39 +373,205 @@ def _convert_sharegpt(raw: RawRecord, run: _Run) -> Iterator[Example]:
         yield (base_id if len(parts) == 1 else f"{base_id}_part{number}"), part
 
 
+# ---- v1: TÜLU v1's rules ---------------------------------------------------------------------------------------
+# Every instruction example draws its template from run.rng in file order, as the reference did; nothing is
+# dropped for being empty. Conversations the reference wrote but that hold nothing to train on (no assistant turn)
+# can't be stored in the conversation format: `_emit` drops and counts them.
+
+
+def _instruction_v1(run: _Run, example_id: str, instruction: str, input_text: str | None,
+                    output: str) -> Iterator[Example]:
+    prompt, completion = render_instruction_v1(instruction, input_text, output, run.rng)
+    yield example_id, [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+
+
+def _convert_alpaca_style_v1(raw: RawRecord, run: _Run) -> Iterator[Example]:
+    record = raw.value
+    yield from _instruction_v1(run, run.next_id(), record["instruction"], record.get("input"), record["output"])
+
+
+def _convert_dolly_v1(raw: RawRecord, run: _Run) -> Iterator[Example]:
+    record = raw.value
+    yield from _instruction_v1(run, run.next_id(), record["instruction"], record["context"], record["response"])
+
+
+def _convert_flan_v1(raw: RawRecord, run: _Run) -> Iterator[Example]:
+    # The prompt gets a newline unless it already ends with one or with a colon; the target goes in untouched.
+    prompt = raw.value["inputs"]
+    if not prompt.endswith("\n") and not prompt.rstrip().endswith(":"):
+        prompt += "\n"
+    yield run.next_id(), [{"role": "user", "content": prompt},
+                          {"role": "assistant", "content": raw.value["targets"]}]
+
+
+def _convert_unnatural_v1(raw: RawRecord, run: _Run) -> Iterator[Example]:
+    instruction = raw.value["instruction"]
+    for number, instance in enumerate(raw.value["instances"]):
+        _check_fields(instance, {"input": _TEXT, "output": _TEXT, "constraints": _OPTIONAL_TEXT}, raw, run.source,
+                      f"instances[{number}]")
+        constraints = instance.get("constraints")
+        if constraints and constraints.lower() not in ("none", "none."):
+            instruction_here = instruction + "\n" + constraints
+        else:
+            instruction_here = instruction
+        yield from _instruction_v1(run, run.next_id(), instruction_here, instance["input"], instance["output"])
+
+
+def _convert_baize_v1(raw: RawRecord, run: _Run) -> Iterator[Example]:
+    messages: Messages = []
+    for chunk in raw.value["input"].split("[|Human|]")[1:]:
+        if not chunk.strip() or "[|AI|]" not in chunk:
+            continue
+        human, *answers = chunk.split("[|AI|]")
+        if len(answers) > 1:  # the reference's two-way unpacking raises here; keep the answers, counted
+            run.report.repaired["baize: several [|AI|] turns in one round joined (the reference stops here)"] += 1
+        messages += [{"role": "user", "content": human.strip()},
+                     {"role": "assistant", "content": "\n".join(answer.strip() for answer in answers).strip()}]
+    yield run.next_id(), messages
+
+
+def _convert_oasst_v1(raw: RawRecord, run: _Run) -> Iterator[Example]:
+    for messages in _oasst_prefixes(raw.value["prompt"], [], raw, run):
+        yield run.next_id(), messages
+
+
+def _oasst_prefixes(node: dict, prefix: Messages, raw: RawRecord, run: _Run) -> Iterator[Messages]:
+    """Depth first: every path from the root that ends in an assistant reply, leaves and inner nodes alike.
+
+    v1 read the released trees as they are (no `deleted` filter: the ``ready`` export holds none).
+    """
+    messages = [*prefix, _oasst_message(node, raw, run)]
+    if messages[-1]["role"] == "assistant":
+        yield messages
+    replies = [child for child in node.get("replies") or [] if isinstance(child, dict)]
+    if run.options.top_k_reply is not None:
+        replies = sorted(replies, key=lambda child: -_oasst_quality(child))[:run.options.top_k_reply]
+    for child in replies:
+        yield from _oasst_prefixes(child, messages, raw, run)
+
+
+def _split_sharegpt_v1(turns: list[dict], costs: list[int], budget: int) -> list[tuple[int, int]]:
+    """FastChat's split as TÜLU v1 ran it: (start, end) turn ranges of whole human+gpt pairs within `budget`.
+
+    A pair's cost is the tokens of both values (with BOS) + 6 each. Kept as the reference behaves, quirks included:
+    an odd last turn is dropped first; a pair longer than the budget is skipped, but its cost still counts
+    towards the next part, which is then cut empty; and when the last pair overflows, the open part is lost.
+    """
+    turns = turns[: len(turns) // 2 * 2]
+    if len(turns) < 2:
+        return []
+    parts, start, used = [], 0, 0
+    for index in range(0, len(turns), 2):
+        pair = costs[index] + costs[index + 1]
+        if used + pair > budget:
+            parts.append((start, index))
+            start = index + 2 if pair > budget else index
+            used = 0
+        elif index == len(turns) - 2:
+            parts.append((start, index + 2))
+        used += pair
+    return parts
+
+
+_SHAREGPT_V1_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "assistant"}
+
+
+def _sharegpt_turns(raw: RawRecord, run: _Run) -> list[dict]:
+    turns = raw.value["conversations"]
+    for number, turn in enumerate(turns):
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            raise TuluError(f"{raw.where}: conversations[{number}] must be an object with a string 'value' "
+                            f"(expected {run.source.expected}); record starts: {preview(raw.preview)}")
+    return turns
+
+
+def _convert_sharegpt_v1(raw: RawRecord, run: _Run) -> Iterator[Example]:
+    turns, raw_id = _sharegpt_turns(raw, run), str(raw.value.get("id", raw.index))
+    if run.count_tokens is None:  # already split (the reference's sharegpt_html_cleaned_and_split.json)
+        parts = [(raw_id, turns)]
+    else:
+        paired = [turn["value"] for turn in turns[: len(turns) // 2 * 2]]
+        costs = [cost + 6 for cost in run.count_tokens(paired)] if paired else []
+        spans = _split_sharegpt_v1(turns, costs, run.options.split_budget)
+        parts = [(f"{raw_id}_{start}", turns[start:end]) for start, end in spans]
+        run.report.repaired["sharegpt: parts made by splitting"] += len(parts)
+        parts = [(part_id, part) for part_id, part in parts if _strictly_alternating(part, run)]
+    for part_id, part in parts:
+        messages = _sharegpt_reformat_v1(part, raw, run)
+        if messages:
+            yield f"{run.source.name}_{part_id}", messages
+
+
+def _strictly_alternating(turns: list[dict], run: _Run) -> bool:
+    """The split script's filter: a part survives only if its speakers are exactly human, gpt, human, gpt, ..."""
+    if not turns:
+        run.report.skipped["sharegpt: empty part after splitting"] += 1
+        return False
+    if all(turn.get("from") == ("human", "gpt")[number % 2] for number, turn in enumerate(turns)):
+        return True
+    run.report.skipped["sharegpt: part whose speakers are not human/gpt alternating"] += 1
+    return False
+
+
+def _sharegpt_reformat_v1(turns: list[dict], raw: RawRecord, run: _Run) -> Messages:
+    """`reformat_datasets.py`'s mapping; a system or bing turn drops the conversation, other speakers stop it."""
+    messages = []
+    for number, turn in enumerate(turns):
+        speaker = turn.get("from")
+        if speaker in ("system", "bing"):
+            run.report.skipped[f"sharegpt: conversation with a {speaker!r} turn"] += 1
+            return []
+        if speaker not in _SHAREGPT_V1_ROLES:
+            raise TuluError(f"{raw.where}: conversations[{number}].from is {speaker!r}; v1 knows human, user, gpt, "
+                            f"chatgpt, system, bing (the reference stops here too; --style clean skips it)")
+        messages.append({"role": _SHAREGPT_V1_ROLES[speaker], "content": turn["value"]})
+    if not messages:
+        run.report.skipped["sharegpt: no turns"] += 1
+    return messages
+
+
 _TEXT = (str,)
 _OPTIONAL_TEXT = (str, type(None))
 _INSTRUCTION_FIELDS = {"instruction": _TEXT, "input": _OPTIONAL_TEXT, "output": _TEXT}
+_FLAN_FIELDS = {"inputs": _TEXT, "targets": _TEXT}
 
 SOURCES: dict[str, Source] = {source.name: source for source in (
-    Source("super_ni", "the natural-instructions repository folder: splits/default/train_tasks.txt, tasks/*.json",
-           (), {}, None, frozenset({"zero_shot_per_task", "few_shot_per_task", "n_few_shot"})),
-    Source("cot", "cot_zsopt.jsonl / cot_fsopt.jsonl with inputs, targets", ("*.jsonl",),
-           {"inputs": _TEXT, "targets": _TEXT}, _convert_flan, id_with_file=True),
-    Source("flan_v2", "a FLAN v2 JSON Lines export with inputs, targets", ("*.jsonl",),
-           {"inputs": _TEXT, "targets": _TEXT}, _convert_flan, id_with_file=True),
+    Source("super_ni", "the natural-instructions repository folder: splits/xlingual/train_tasks.txt (v1) or "
+           "splits/default/train_tasks.txt (clean), tasks/*.json", (), {}, None, None,
+           frozenset({"zero_shot_per_task", "few_shot_per_task", "n_few_shot"})),
+    Source("cot", "cot_zsopt.jsonl / cot_fsopt.jsonl (or their folder) with inputs, targets", ("*.jsonl",),
+           _FLAN_FIELDS, _convert_flan, _convert_flan_v1, frozenset({"cot_zero_shot", "cot_few_shot"}),
+           id_with_file=True, v1_files=("cot_zsopt.jsonl", "cot_fsopt.jsonl")),
+    Source("flan_v2", "flan_v2_resampled_100k.jsonl (a FLAN v2 JSON Lines export) with inputs, targets",
+           ("flan_v2_resampled_100k.jsonl", "*.jsonl"), _FLAN_FIELDS, _convert_flan, _convert_flan_v1,
+           id_with_file=True),
     Source("dolly", "databricks-dolly-15k.jsonl with instruction, context, response, category",
            ("databricks-dolly-15k.jsonl", "*.jsonl"),
-           {"instruction": _TEXT, "context": _OPTIONAL_TEXT, "response": _TEXT}, _convert_dolly),
+           {"instruction": _TEXT, "context": _OPTIONAL_TEXT, "response": _TEXT}, _convert_dolly, _convert_dolly_v1),
     Source("oasst1", "2023-04-12_oasst_ready.trees.jsonl message trees with prompt, replies",
-           ("*oasst_ready.trees.jsonl", "*.trees.jsonl"), {"prompt": (dict,)}, _convert_oasst,
+           ("*oasst_ready.trees.jsonl", "*.trees.jsonl"), {"prompt": (dict,)}, _convert_oasst, _convert_oasst_v1,
            frozenset({"top_k_reply"})),
     Source("self_instruct", "all_instances_82K.jsonl with instruction, input, output",
-           ("all_instances_82K.jsonl", "*.jsonl"), _INSTRUCTION_FIELDS, _convert_alpaca_style),
+           ("all_instances_82K.jsonl", "*.jsonl"), _INSTRUCTION_FIELDS, _convert_alpaca_style,
+           _convert_alpaca_style_v1),
     Source("unnatural_instructions", "core_data.jsonl with instruction, instances[] of input, constraints, output",
-           ("core_data.jsonl", "*.jsonl"), {"instruction": _TEXT, "instances": (list,)}, _convert_unnatural),
+           ("core_data.jsonl", "*.jsonl"), {"instruction": _TEXT, "instances": (list,)}, _convert_unnatural,
+           _convert_unnatural_v1),
     Source("stanford_alpaca", "alpaca_data.json, a JSON array of instruction, input, output",
-           ("alpaca_data.json",), _INSTRUCTION_FIELDS, _convert_alpaca_style),
+           ("alpaca_data.json",), _INSTRUCTION_FIELDS, _convert_alpaca_style, _convert_alpaca_style_v1),
     Source("code_alpaca", "code_alpaca_20k.json, a JSON array of instruction, input, output",
-           ("code_alpaca_20k.json",), _INSTRUCTION_FIELDS, _convert_alpaca_style),
+           ("code_alpaca_20k.json",), _INSTRUCTION_FIELDS, _convert_alpaca_style, _convert_alpaca_style_v1),
     Source("gpt4_alpaca", "alpaca_gpt4_data.json, a JSON array of instruction, input, output",
-           ("alpaca_gpt4_data.json",), _INSTRUCTION_FIELDS, _convert_alpaca_style),
+           ("alpaca_gpt4_data.json",), _INSTRUCTION_FIELDS, _convert_alpaca_style, _convert_alpaca_style_v1),
     Source("baize", "*_chat_data.json, a JSON array of objects whose input holds a [|Human|]/[|AI|] transcript",
-           ("*_chat_data.json",), {"input": _TEXT}, _convert_baize, id_with_file=True),
-    Source("sharegpt", "ShareGPT JSON (e.g. sg_90k_part1_html_cleaned.json): id, conversations[] of from, value",
-           ("*.json",), {"conversations": (list,)}, _convert_sharegpt,
+           ("*_chat_data.json",), {"input": _TEXT}, _convert_baize, _convert_baize_v1, id_with_file=True,
+           v1_files=tuple(f"{name}_chat_data.json" for name in ("alpaca", "medical", "quora", "stackoverflow"))),
+    Source("sharegpt", "ShareGPT JSON (sg_90k_part{1,2}_html_cleaned.json; v1 without --tokenizer: the already split "
+           "sharegpt_html_cleaned_and_split.json): id, conversations[] of from, value",
+           ("*.json",), {"conversations": (list,)}, _convert_sharegpt, _convert_sharegpt_v1,
            frozenset({"split_max_tokens", "tokenizer"})),
 )}
+
 
 _JSON_TYPE_NAMES = {str: "a string", dict: "an object", list: "a list", type(None): "null"}
 
@@ -613,11 +599,19 @@ def _check_fields(record: object, required: dict[str, tuple[type, ...]], raw: Ra
 # ---- super_ni: a folder, not a file ----------------------------------------------------------------------------
 
 
-def _super_ni_tasks(root: Path, report: ConvertReport) -> list[tuple[str, str]]:
-    listing = root / "splits" / "default" / "train_tasks.txt"
+def _super_ni_listing(root: Path, style: Style) -> Path:
+    """v1 trained on the cross-lingual task list (about 1.4k tasks, non-English ones included); clean on the
+    English default list (about 756)."""
+    return root / "splits" / ("xlingual" if style == "v1" else "default") / "train_tasks.txt"
+
+
+def _super_ni_tasks(root: Path, style: Style, report: ConvertReport) -> list[tuple[str, str]]:
+    listing = _super_ni_listing(root, style)
     if not listing.is_file():
+        other = "clean" if style == "v1" else "v1"
         raise TuluError(f"{root}: not a natural-instructions folder for source 'super_ni' "
-                        f"(no splits/default/train_tasks.txt)")
+                        f"(no {listing.relative_to(root)}; --style {other} reads "
+                        f"{_super_ni_listing(root, other).relative_to(root)})")
     tasks = []
     with listing.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -639,7 +633,7 @@ def _load_super_ni_task(root: Path, listed_at: str, name: str) -> dict:
         with path.open(encoding="utf-8") as handle:
             task = json.load(handle)
     except json.JSONDecodeError as exc:
-        raise TuluError(f"{at(path, exc.lineno)}: not valid JSON ({exc.msg}); expected a natural-instructions "
+        raise TuluError(f"{at(path, exc.lineno)}: not valid JSON ({json_error(exc)}); expected a natural-instructions "
                         f"task file") from None
     problems = _super_ni_task_problems(task)
     if problems:
@@ -666,38 +660,62 @@ def _super_ni_task_problems(task: object) -> str:
     return ""
 
 
-def _few_shot_prompt(definition: str, exemplars: list[dict], input_text: str) -> str:
-    shots = "\n\n".join(f"Example input: {shot['input'].strip()}\nExample output: {str(shot['output']).strip()}"
-                        for shot in exemplars)
-    return f"{definition.strip()}\n\n{shots}\n\nNow the instance to solve.\nInput: {input_text.strip()}\nOutput:"
-
-
 def _super_ni_examples(root: Path, run: _Run, on_task: Callable[[int], None] | None) -> Iterator[dict]:
-    options = run.options
-    for listed_at, name in _super_ni_tasks(root, run.report):
+    for listed_at, name in _super_ni_tasks(root, run.options.style, run.report):
         task = _load_super_ni_task(root, listed_at, name)
         run.report.records_read += 1
-        rng = random.Random(f"{options.seed}:super_ni:{name}")
-        wanted = options.zero_shot_per_task + options.few_shot_per_task
-        instances = task["Instances"]
-        instances = rng.sample(instances, wanted) if wanted < len(instances) else list(instances)
-        definition = task["Definition"][0]
-        for position, instance in enumerate(instances):
-            if not instance["output"] or not instance["output"][0].strip():
-                run.report.skipped["empty output"] += 1
-                continue
-            example_id = f"super_ni_{instance.get('id', f'{name}-{position}')}"
-            if position < options.zero_shot_per_task:
-                prompt = render_instruction(definition, instance["input"], options.seed, example_id)
-            else:
-                positives = task["Positive Examples"]
-                shots = rng.sample(positives, options.n_few_shot) if options.n_few_shot < len(positives) else positives
-                prompt = _few_shot_prompt(definition, shots, instance["input"])
-            messages = [{"role": "user", "content": prompt},
-                        {"role": "assistant", "content": instance["output"][0].strip()}]
-            yield _record(run, example_id, messages, f"{root / 'tasks' / name}.json")
+        where = f"{root / 'tasks' / name}.json"
+        examples = _super_ni_task_v1(task, name, run) if run.v1 else _super_ni_task_clean(task, name, run)
+        for example_id, messages in examples:
+            record = _emit(run, example_id, messages, where)
+            if record is not None:
+                yield record
         if on_task is not None:
             on_task(1)
+
+
+def _super_ni_task_clean(task: dict, name: str, run: _Run) -> Iterator[Example]:
+    options = run.options
+    rng = random.Random(f"{options.seed}:super_ni:{name}")
+    wanted = options.zero_shot_per_task + options.few_shot_per_task
+    instances = task["Instances"]
+    instances = rng.sample(instances, wanted) if wanted < len(instances) else list(instances)
+    definition = task["Definition"][0]
+    for position, instance in enumerate(instances):
+        if not instance["output"] or not instance["output"][0].strip():
+            run.report.skipped["empty output"] += 1
+            continue
+        example_id = f"super_ni_{instance.get('id', f'{name}-{position}')}"
+        if position < options.zero_shot_per_task:
+            prompt = render_instruction(definition, instance["input"], options.seed, example_id)
+        else:
+            positives = task["Positive Examples"]
+            shots = rng.sample(positives, options.n_few_shot) if options.n_few_shot < len(positives) else positives
+            prompt = few_shot_prompt(definition, shots, instance["input"])
+        yield example_id, [{"role": "user", "content": prompt},
+                           {"role": "assistant", "content": instance["output"][0].strip()}]
+
+
+def _super_ni_task_v1(task: dict, name: str, run: _Run) -> Iterator[Example]:
+    """As v1: sample zero+few-shot instances from the shared generator, the first ones zero-shot with a random
+    template, the rest few-shot with sampled positive examples; the first reference output, empty or not."""
+    options, rng = run.options, run.rng
+    wanted = options.zero_shot_per_task + options.few_shot_per_task
+    instances = task["Instances"]
+    instances = rng.sample(instances, wanted) if wanted < len(instances) else instances
+    definition, positives = task["Definition"][0], task["Positive Examples"]
+    for position, instance in enumerate(instances):
+        example_id = f"super_ni_{instance.get('id', f'{name}-{position}')}"
+        output = instance["output"][0] if instance["output"] else None
+        if position < options.zero_shot_per_task:
+            prompt, completion = render_instruction_v1(definition, instance["input"], output or "", rng)
+        else:
+            shots = rng.sample(positives, options.n_few_shot) if options.n_few_shot < len(positives) else positives
+            prompt, completion = few_shot_prompt_v1(definition, shots, instance["input"]), (output or "").strip()
+        if output is None:  # the reference stops with an IndexError here; the draws above keep the sequence
+            run.report.skipped["super_ni: instance without any output (the reference stops here)"] += 1
+            continue
+        yield example_id, [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
 
 
 # ---- the pipeline ---------------------------------------------------------------------------------------------
@@ -712,13 +730,21 @@ def get_source(name: str) -> Source:
     raise TuluError(f"unknown source {name!r}{hint} (known: {', '.join(SOURCES)})")
 
 
-def input_files(source: Source, raw_path: str | os.PathLike) -> list[Path]:
-    """The raw files to read: RAW_PATH itself, or the files in the directory that match the source's globs."""
+def input_files(source: Source, raw_path: str | os.PathLike, style: Style = "v1") -> list[Path]:
+    """The raw files to read: RAW_PATH itself, or the files of the directory that the source reads.
+
+    In v1 a source with `v1_files` reads exactly those names, in the reference's order; otherwise the first glob
+    of `patterns` that matches, sorted.
+    """
     path = Path(raw_path)
     if not path.exists():
         raise TuluError(f"{path}: not found (expected {source.expected})")
     if path.is_file():
         return [path]
+    if style == "v1" and source.v1_files:
+        present = [path / name for name in source.v1_files if (path / name).is_file()]
+        if present:
+            return present
     for pattern in source.patterns:
         matches = sorted(candidate for candidate in path.glob(pattern) if candidate.is_file())
         if matches:
@@ -726,70 +752,96 @@ def input_files(source: Source, raw_path: str | os.PathLike) -> list[Path]:
     raise TuluError(f"{path}: no file matching {' or '.join(source.patterns)} (expected {source.expected})")
 
 
+_V1_ONLY = {"cot_zero_shot", "cot_few_shot"}
+
+
 def _check_options(source: Source, options: ConvertOptions) -> None:
+    if options.style not in STYLES:
+        raise TuluError(f"--style must be one of {', '.join(STYLES)}, got {options.style!r}")
     defaults = ConvertOptions()
     for option in fields(ConvertOptions):
         owners = [s.name for s in SOURCES.values() if option.name in s.options]
         changed = getattr(options, option.name) != getattr(defaults, option.name)
+        flag = "--" + option.name.replace("_", "-")
         if owners and changed and source.name not in owners:
-            flag = "--" + option.name.replace("_", "-")
             raise TuluError(f"{flag} only applies to source {' / '.join(owners)}, not {source.name!r}")
-    if options.max_examples is not None and options.max_examples < 1:
-        raise TuluError(f"--max-examples must be at least 1, got {options.max_examples}")
-    if options.top_k_reply is not None and options.top_k_reply < 1:
-        raise TuluError(f"--top-k-reply must be at least 1, got {options.top_k_reply}")
+        if option.name in _V1_ONLY and changed and options.style != "v1":
+            raise TuluError(f"{flag} only applies with --style v1 (clean converts each CoT file whole)")
+    for name in ("max_examples", "top_k_reply"):
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise TuluError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    for name in ("zero_shot_per_task", "few_shot_per_task", "n_few_shot", "cot_zero_shot", "cot_few_shot"):
+        if getattr(options, name) < 0:
+            raise TuluError(f"--{name.replace('_', '-')} must be at least 0, got {getattr(options, name)}")
     if options.split_max_tokens is not None and options.tokenizer is None:
         raise TuluError("--split-max-tokens needs --tokenizer DIR (the tokenizer whose tokens are counted)")
     if options.split_max_tokens is not None and options.split_max_tokens < 16:
         raise TuluError(f"--split-max-tokens must be at least 16, got {options.split_max_tokens}")
 
 
-def _token_counter(tokenizer_dir: str) -> Callable[[list[str]], list[int]]:
+def _token_counter(tokenizer_dir: str, *, with_special_tokens: bool) -> Callable[[list[str]], list[int]]:
     from tulu_lite.tokenizer import load_tokenizer  # transformers is slow to import; only sharegpt splits need it
 
     tokenizer = load_tokenizer(tokenizer_dir)
 
     def count(texts: list[str]) -> list[int]:
-        encoded = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)
+        encoded = tokenizer(texts, add_special_tokens=with_special_tokens, return_attention_mask=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
     return count
 
 
-def _record(run: _Run, example_id: str, messages: Messages, where: str) -> dict:
-    validate_messages(messages, f"{where} (converted by {run.source.name})")  # a converter bug must not ship
+def _emit(run: _Run, example_id: str, messages: Messages, where: str) -> dict | None:
+    """The output record, validated (a converter bug must not ship); None for what v1 wrote but can't be trained."""
+    if run.v1 and not any(message["role"] == "assistant" for message in messages):
+        run.report.skipped["no assistant message (v1 wrote it; nothing to train on)"] += 1
+        return None
+    validate_messages(messages, f"{where} (converted by {run.source.name})")
     return {"dataset": run.source.name, "id": example_id, "messages": messages}
+
+
+def _raw_records(path: Path, run: _Run, chunk_size: int, on_progress) -> Iterator[RawRecord]:
+    """A raw file's records; v1's CoT draws its 50k + 50k sample first, as the reference did."""
+    if run.v1 and run.source.name == "cot":
+        cap = run.options.cot_few_shot if "fsopt" in path.name else run.options.cot_zero_shot
+        return read_sampled(path, run.source.expected, cap, run.rng, on_bytes=on_progress)
+    return read_json_values(path, run.source.expected, chunk_size=chunk_size, on_bytes=on_progress)
 
 
 def iter_converted(source_name: str, raw_path: str | os.PathLike, options: ConvertOptions = ConvertOptions(), *,
                    report: ConvertReport | None = None, chunk_size: int = 1 << 20,
                    on_progress: Callable[[int], None] | None = None) -> Iterator[dict]:
-    """Stream every converted record of a raw release, in file order (no sampling).
+    """Stream every converted record of a raw release, in file order (no ``max_examples`` sampling).
 
     `on_progress` receives bytes read (tasks done for super_ni); `report` is filled in as records go by.
     """
     source = get_source(source_name)
     _check_options(source, options)
     report = report if report is not None else ConvertReport(source.name, [])
+    report.style = options.style
+    run = _Run(source, options, report, rng=random.Random(options.seed))
     if source.convert is None:  # super_ni reads a folder of task files
         root = Path(raw_path)
         if not root.is_dir():
             raise TuluError(f"{root}: expected the natural-instructions folder for source 'super_ni'")
         report.inputs = [str(root)]
-        yield from _super_ni_examples(root, _Run(source, options, report), on_progress)
+        yield from _super_ni_examples(root, run, on_progress)
         return
-    files = input_files(source, raw_path)
+    files = input_files(source, raw_path, options.style)
     report.inputs = [str(path) for path in files]
-    run = _Run(source, options, report)
-    if options.split_max_tokens is not None:
-        run.count_tokens = _token_counter(options.tokenizer)
+    if options.split_budget is not None:
+        run.count_tokens = _token_counter(options.tokenizer, with_special_tokens=run.v1)
+    convert_record = source.convert_v1 if run.v1 else source.convert
     for path in files:
         run.file_stem = path.name.split(".")[0]
-        for raw in read_json_values(path, source.expected, chunk_size=chunk_size, on_bytes=on_progress):
+        for raw in _raw_records(path, run, chunk_size, on_progress):
             _check_fields(raw.value, source.fields, raw, source)
             report.records_read += 1
-            for example_id, messages in source.convert(raw, run):
-                yield _record(run, example_id, messages, raw.where)
+            for example_id, messages in convert_record(raw, run):
+                record = _emit(run, example_id, messages, raw.where)
+                if record is not None:
+                    yield record
 
 
 def sample_examples(records: Iterator[dict], max_examples: int, seed: int, report: ConvertReport) -> Iterator[dict]:
@@ -816,10 +868,24 @@ def meta_path(out: str | os.PathLike) -> Path:
     return Path(out).with_suffix(".meta.json")
 
 
+def raw_inputs(source_name: str, raw_path: str | os.PathLike, style: Style = "v1") -> list[Path]:
+    """What a conversion reads: the raw files, or the natural-instructions folder for super_ni."""
+    source = get_source(source_name)
+    if source.convert is None:
+        return [Path(raw_path)]
+    return input_files(source, raw_path, style)
+
+
 def convert(source_name: str, raw_path: str | os.PathLike, out: str | os.PathLike,
-            options: ConvertOptions = ConvertOptions(), *, chunk_size: int = 1 << 20,
+            options: ConvertOptions = ConvertOptions(), *, force: bool = False, chunk_size: int = 1 << 20,
             on_progress: Callable[[int], None] | None = None) -> ConvertReport:
-    """Convert a raw release into a conversation JSONL file (atomic) plus ``*.meta.json`` with the settings."""
+    """Convert a raw release into a conversation JSONL file (atomic) plus ``*.meta.json`` with the settings.
+
+    Refused before reading anything: an output that is one of the raw inputs, and an existing output without
+    `force`.
+    """
+    _check_options(get_source(source_name), options)
+    check_output(out, raw_inputs(source_name, raw_path, options.style), force=force, sidecars=[meta_path(out)])
     report = ConvertReport(get_source(source_name).name, [])
     records = iter_converted(source_name, raw_path, options, report=report, chunk_size=chunk_size,
                             on_progress=on_progress)
@@ -831,21 +897,20 @@ def convert(source_name: str, raw_path: str | os.PathLike, out: str | os.PathLik
     return report
 
 
-def total_input_size(source_name: str, raw_path: str | os.PathLike) -> int:
+def total_input_size(source_name: str, raw_path: str | os.PathLike, style: Style = "v1") -> int:
     """Bytes to read (tasks for super_ni), for a progress bar."""
     source = get_source(source_name)
     if source.convert is None:
-        root = Path(raw_path)
-        listing = root / "splits" / "default" / "train_tasks.txt"
+        listing = _super_ni_listing(Path(raw_path), style)
         if not listing.is_file():
             return 0
         return sum(1 for line in listing.open(encoding="utf-8") if line.strip() and "_mmmlu_" not in line)
-    return sum(path.stat().st_size for path in input_files(source, raw_path))
+    return sum(path.stat().st_size for path in input_files(source, raw_path, style))
 
 
 def report_table(report: ConvertReport, out: str | os.PathLike) -> Table:
     """A rich table of what a conversion read, wrote, skipped and repaired."""
-    table = Table(title=f"{report.source} → {out}")
+    table = Table(title=f"{report.source} (--style {report.style}) → {out}")
     table.add_column("")
     table.add_column("count", justify="right")
     table.add_row("raw records read", f"{report.records_read:,}")

@@ -27,9 +27,17 @@ console = Console()
 SAMPLE_CONVERSATIONS = Path(__file__).parent / "assets" / "samples" / "chat.jsonl"
 
 
+_INPUT_HELP = ("Conversation JSONL, JSON or Parquet file, save_to_disk or dataset folder, hf:ID[:SPLIT], or a mapping "
+               "'{path: F, messages: COLUMN, role: K, content: K, roles: {human: user}}'")
+
+
+def _warn(text: str) -> None:
+    Console(stderr=True).print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
 @app.command()
 def inspect(
-    file: Path = typer.Argument(SAMPLE_CONVERSATIONS, help="Conversation JSONL file (default: bundled samples)."),
+    file: str = typer.Argument(str(SAMPLE_CONVERSATIONS), help=f"{_INPUT_HELP} (default: bundled samples)."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer dir (default: bundled LLaMA)."),
     template: str = typer.Option("tulu", "--template", help="Chat format: tulu or native."),
     n: int = typer.Option(3, "-n", help="How many examples to show."),
@@ -38,17 +46,21 @@ def inspect(
     """Show each example's tokens with the trained ones highlighted, plus totals."""
     from rich.table import Table
 
+    from tulu_lite.data.inputs import parse_input
     from tulu_lite.data.inspect import inspect_file
     from tulu_lite.tokenizer import BUNDLED_LLAMA_TOKENIZER, load_tokenizer
 
     if template not in ("tulu", "native"):
         raise TuluError(f"--template: expected tulu or native, got {template!r}")
+    source = parse_input(file)
     tok = load_tokenizer(tokenizer or BUNDLED_LLAMA_TOKENIZER)
-    totals = inspect_file(file, tok, template, max_seq_length, show=n)
+    totals = inspect_file(source, tok, template, max_seq_length, show=n)
+    if totals.examples == 0:
+        _warn(f"{source.label}: holds no conversation (the file is empty)")
     for index, text in enumerate(totals.shown):
         console.rule(f"example {index + 1}  [black on green] trained [/] [grey62 on grey15] masked [/]")
         console.print(text)
-    table = Table(title=f"{file} ({template}, {Path(tok.name_or_path).name} tokenizer, max {max_seq_length})")
+    table = Table(title=f"{source.label} ({template}, {Path(tok.name_or_path).name} tokenizer, max {max_seq_length})")
     for column in ("examples", "tokens", "trained tokens", "trained %", "truncated", "dropped"):
         table.add_column(column, justify="right")
     share = 100 * totals.trained_tokens / totals.tokens if totals.tokens else 0.0
@@ -59,7 +71,7 @@ def inspect(
 
 # ---- datasets: data convert / mix / stats --------------------------------------------------------------------
 
-from tulu_lite.data.sources import SOURCES, ConvertOptions  # noqa: E402  (light: option defaults live there)
+from tulu_lite.data.sources import SOURCES, STYLES, ConvertOptions  # noqa: E402  (light: option defaults there)
 
 
 def _bytes_progress():
@@ -74,47 +86,56 @@ def data_convert(
     source: str = typer.Argument(..., help=f"Source name: {', '.join(SOURCES)}."),
     raw_path: Path = typer.Argument(..., help="The raw file as released (or its folder; super_ni: the repo folder)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output conversation JSONL."),
+    style: str = typer.Option(ConvertOptions.style, "--style", help="v1: as TÜLU v1 converted it (open-instruct "
+                              "e44fcf588); clean: tulu-lite's rules (see README)."),
     seed: int = typer.Option(ConvertOptions.seed, "--seed", help="Seed for templates and sampling."),
     max_examples: Optional[int] = typer.Option(None, "--max-examples", help="Keep N examples (seeded sample)."),
     top_k_reply: Optional[int] = typer.Option(None, "--top-k-reply", help="oasst1: K best replies per node."),
     zero_shot_per_task: int = typer.Option(ConvertOptions.zero_shot_per_task, help="super_ni: zero-shot per task."),
     few_shot_per_task: int = typer.Option(ConvertOptions.few_shot_per_task, help="super_ni: few-shot per task."),
     n_few_shot: int = typer.Option(ConvertOptions.n_few_shot, help="super_ni: examples in a few-shot prompt."),
-    split_max_tokens: Optional[int] = typer.Option(None, help="sharegpt: split conversations to N tokens."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="sharegpt: tokenizer dir for splitting."),
+    cot_zero_shot: int = typer.Option(ConvertOptions.cot_zero_shot, help="cot, v1: examples from cot_zsopt."),
+    cot_few_shot: int = typer.Option(ConvertOptions.cot_few_shot, help="cot, v1: examples from cot_fsopt."),
+    split_max_tokens: Optional[int] = typer.Option(None, help="sharegpt: tokens per split part (default 2048)."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="sharegpt: tokenizer dir; splits when given."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
     """Convert a raw TÜLU source release into the conversation format."""
     from tulu_lite.data.sources import convert, report_table, total_input_size
 
-    options = ConvertOptions(seed=seed, max_examples=max_examples, top_k_reply=top_k_reply,
+    if style not in STYLES:
+        raise TuluError(f"--style: expected one of {', '.join(STYLES)}, got {style!r}")
+    options = ConvertOptions(style=style, seed=seed, max_examples=max_examples, top_k_reply=top_k_reply,
                              zero_shot_per_task=zero_shot_per_task, few_shot_per_task=few_shot_per_task,
-                             n_few_shot=n_few_shot, split_max_tokens=split_max_tokens,
-                             tokenizer=str(tokenizer) if tokenizer else None)
-    total = total_input_size(source, raw_path)
+                             n_few_shot=n_few_shot, cot_zero_shot=cot_zero_shot, cot_few_shot=cot_few_shot,
+                             split_max_tokens=split_max_tokens, tokenizer=str(tokenizer) if tokenizer else None)
+    total = total_input_size(source, raw_path, style)
     with _bytes_progress() as progress:
         task = progress.add_task(f"converting {source}", total=total or None)
-        report = convert(source, raw_path, out, options, on_progress=lambda n: progress.advance(task, n))
+        report = convert(source, raw_path, out, options, force=force,
+                         on_progress=lambda n: progress.advance(task, n))
     console.print(report_table(report, out))
 
 
 @data_app.command("mix")
 def data_mix(
-    mixture: Path = typer.Argument(..., help="Mixture YAML ({path, max_examples | fraction} per source, seed)."),
+    mixture: Path = typer.Argument(..., help="Mixture YAML ({path | hub, max_examples | fraction} per source, seed)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output conversation JSONL."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
-    """Mix converted files reproducibly (capped, subsampled, shuffled) into one file."""
+    """Mix conversation inputs reproducibly (capped, subsampled or upsampled, shuffled) into one file."""
     from tulu_lite.data.mix import input_size, load_mixture, mix, summary_table
 
     total = input_size(load_mixture(mixture))
     with _bytes_progress() as progress:
         task = progress.add_task("indexing sources", total=total or None)
-        report = mix(mixture, out, on_bytes=lambda n: progress.advance(task, n))
+        report = mix(mixture, out, force=force, on_bytes=lambda n: progress.advance(task, n))
     console.print(summary_table(report))
 
 
 @data_app.command("stats")
 def data_stats(
-    files: list[Path] = typer.Argument(..., help="Conversation JSONL files."),
+    files: list[str] = typer.Argument(..., help=f"Conversation inputs: {_INPUT_HELP}."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer dir (default: bundled LLaMA)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the statistics as JSON."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also write a PNG of the length distributions."),
@@ -122,17 +143,26 @@ def data_stats(
     """The TÜLU paper's Table-1 columns per file: instances, rounds, prompt and completion lengths."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
+    from tulu_lite.data.inputs import describe, parse_input
     from tulu_lite.data.stats import file_stats, plot_lengths, stats_table, write_stats_json
+    from tulu_lite.outputs import ensure_writable
     from tulu_lite.tokenizer import BUNDLED_LLAMA_TOKENIZER, load_tokenizer
 
+    sources = [parse_input(text) for text in files]
+    for target, what in ((json_out, "--json"), (plot, "--plot")):
+        if target is not None:
+            ensure_writable(target, what)
     tokenizer_dir = tokenizer or BUNDLED_LLAMA_TOKENIZER
     loaded = load_tokenizer(tokenizer_dir)
     results = []
     with Progress(SpinnerColumn(), TextColumn("{task.description} {task.completed:,} examples"),
                   console=console, transient=True) as progress:
-        for path in files:
-            task = progress.add_task(f"tokenizing {path.name}")
-            results.append(file_stats(path, loaded, on_examples=lambda n, t=task: progress.advance(t, n)))
+        for source in sources:
+            task = progress.add_task(f"tokenizing {describe(source)}")
+            results.append(file_stats(source, loaded, on_examples=lambda n, t=task: progress.advance(t, n)))
+    for result in results:
+        if result.instances == 0:
+            _warn(f"{result.path}: holds no conversation (the file is empty)")
     name = Path(tokenizer_dir).name
     console.print(stats_table(results, name))
     if json_out is not None:

@@ -591,7 +591,8 @@ def write_model_card(target: Path, release: ReleaseInfo, verification: Verificat
 def model_card(release: ReleaseInfo, verification: Verification | None) -> str:
     recipe, adapter = release.adapter.recipe, release.adapter
     base = recipe.model.name_or_path
-    data = [f"`{path.name}`" for path in recipe.data.train_files] or [f"mixture `{recipe.data.mixture}`"]
+    data = [f"`{item.path.name if item.path else item.label}`" for item in recipe.data.train_files] or [
+        f"mixture `{recipe.data.mixture}`"]
     quant = recipe.quantization
     method = (f"QLoRA ({quant.quant_type}, double quant {quant.double_quant}), merged into the dequantized "
               f"4-bit weights" if quant else "LoRA")

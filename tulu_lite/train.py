@@ -122,14 +122,11 @@ def last_checkpoint(checkpoint_dir: Path) -> str | None:
     return str(checkpoint_dir / f"{CHECKPOINT_PREFIX}{max(steps)}") if steps else None
 
 
-def training_files(recipe: Recipe) -> list[Path]:
-    """The conversation files to train on (from data.train_files, or the files a mixture resolves to)."""
+def training_files(recipe: Recipe) -> list:
+    """The conversation inputs to train on: data.train_files (files, folders, hub datasets), or the file a mixture
+    is written to."""
     if recipe.data.mixture is not None:
         return _mixture_files(recipe)
-    missing = [(i, f) for i, f in enumerate(recipe.data.train_files) if not f.is_file()]
-    if missing:
-        index, path = missing[0]
-        raise TuluError(f"data.train_files[{index}]: {path}: file not found")
     return list(recipe.data.train_files)
 
 
@@ -149,7 +146,7 @@ def _mixture_files(recipe: Recipe) -> list[Path]:
     resolved = json.loads(mixture.model_dump_json())
     meta = meta_path(out)
     if not (out.is_file() and meta.is_file() and json.loads(meta.read_text()).get("resolved") == resolved):
-        mix(recipe.data.mixture, out)
+        mix(recipe.data.mixture, out, force=True)
     return [out]
 
 
@@ -159,14 +156,16 @@ def encode_training_data(recipe: Recipe, tokenizer):
 
     files = training_files(recipe)
     dataset, report = encode_dataset(
-        [str(path) for path in files],
+        files,
         tokenizer,
         recipe.model.chat_template,
         recipe.data.max_seq_length,
         num_proc=recipe.data.num_proc,
+        key="data.mixture" if recipe.data.mixture is not None else "data.train_files",
     )
     if len(dataset) == 0:
-        raise TuluError(f"data: no trainable example in {', '.join(map(str, files))} (dropped: {report.dropped})")
+        names = ", ".join(getattr(item, "label", str(item)) for item in files)
+        raise TuluError(f"data: no trainable example in {names} (dropped: {report.dropped})")
     return dataset, report
 
 

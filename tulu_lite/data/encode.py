@@ -274,29 +274,44 @@ def _conversation_features():
     return _CONVERSATION_FEATURES
 
 
-def _conversation_rows(stamps: list[tuple[str, int, int]]):
-    from tulu_lite.data.conversations import read_conversations
+def _conversation_rows(inputs: list[tuple[str, str]]):
+    """Every input's validated conversations, as Arrow rows; an input with none is an error (not a silent gap)."""
+    from tulu_lite.config import DataSource
+    from tulu_lite.data.inputs import read_records
 
-    for path, _size, _mtime in stamps:
-        for record in read_conversations(path):
+    for mapping, _fingerprint in inputs:
+        source = DataSource.model_validate_json(mapping)
+        count = 0
+        for record in read_records(source):
+            count += 1
             yield {"messages": [{"role": m["role"], "content": m["content"]} for m in record["messages"]]}
+        if count == 0:
+            raise TuluError(f"{source.label}: holds no conversation (the file is empty)")
 
 
-def load_conversations_dataset(files, cache_dir: str | None = None):
-    """Read conversation files into an Arrow dataset (streamed, validated, cached).
+def load_conversations_dataset(items, cache_dir: str | None = None, *, key: str | None = None):
+    """The one loader of every conversation input list (``data.train_files`` and the like) into an Arrow dataset.
 
-    The cache key holds each file's path, size and modification time, so an edited file is read again.
+    `items` are `DataSource` entries or what they are made from (paths, ``hf:ID``, mappings): JSON Lines, JSON,
+    Parquet, save_to_disk and dataset repository folders, hub datasets (see `tulu_lite.data.inputs`). Rows are
+    validated as they are read and cached by datasets; the cache key holds each input's file stamps (path, size,
+    modification time) or hub fingerprint and its column mapping, so an edited file is read again. `key` (e.g.
+    ``"data.train_files"``) prefixes errors about a missing input with the recipe key and index.
     """
     from datasets import Dataset
 
-    paths = [Path(f) for f in files]
-    for path in paths:
-        if not path.is_file():
-            raise TuluError(f"{path}: file not found")
-    stamps = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+    from tulu_lite.data.inputs import as_source, input_fingerprint
+
+    sources = [as_source(item) for item in items]
+    inputs = []
+    for index, source in enumerate(sources):
+        try:
+            inputs.append((source.model_dump_json(), input_fingerprint(source)))
+        except TuluError as exc:
+            raise TuluError(f"{key}[{index}]: {exc}" if key else str(exc)) from None
     try:
         return Dataset.from_generator(
-            _conversation_rows, gen_kwargs={"stamps": stamps}, features=_conversation_features(), cache_dir=cache_dir
+            _conversation_rows, gen_kwargs={"inputs": inputs}, features=_conversation_features(), cache_dir=cache_dir
         )
     except Exception as exc:  # datasets wraps the reader's one-line TuluError in its own error: unwrap it
         cause: BaseException | None = exc
@@ -340,8 +355,11 @@ def encode_dataset(
     max_seq_length: int = 2048,
     num_proc: int = 1,
     cache_dir: str | None = None,
+    *,
+    key: str | None = None,
 ):
-    """Encode conversation files into an Arrow dataset of ``input_ids`` / ``labels``.
+    """Encode conversation inputs (files, folders, hub datasets: `load_conversations_dataset`) into an Arrow
+    dataset of ``input_ids`` / ``labels``.
 
     Batched (`datasets.map(batched=True)`), optionally multi-process, and cached by datasets' fingerprint of the
     data files, tokenizer, template and length. Examples left with no trained token after truncation are
@@ -349,7 +367,7 @@ def encode_dataset(
     """
     import numpy as np
 
-    conversations = load_conversations_dataset(files, cache_dir=cache_dir)
+    conversations = load_conversations_dataset(files, cache_dir=cache_dir, key=key)
     encoded = conversations.map(
         _encode_batch,
         batched=True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 from dataclasses import dataclass, field
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -11,7 +10,7 @@ from rich.text import Text
 from transformers import PreTrainedTokenizerBase
 
 from tulu_lite.data.chat_format import ChatFormat
-from tulu_lite.data.conversations import read_conversations
+from tulu_lite.data.inputs import read_records
 from tulu_lite.data.encode import IGNORE_INDEX, encode_many, render_for_training
 
 TRAINED_STYLE = "bold black on green"
@@ -52,20 +51,21 @@ def highlight(pieces: list[str], labels: list[int]) -> Text:
 
 
 def inspect_file(
-    path: str | os.PathLike,
+    path,
     tokenizer: PreTrainedTokenizerBase,
     template: ChatFormat = "tulu",
     max_seq_length: int = 2048,
     show: int = 3,
     batch_size: int = 256,
 ) -> InspectTotals:
-    """Encode every conversation of `path`; count tokens and drops, and render the first `show` examples."""
+    """Encode every conversation of `path` (any conversation input: a file, a folder, a hub dataset); count tokens
+    and drops, and render the first `show` examples."""
     totals = InspectTotals()
-    records = iter(read_conversations(path))
+    records = iter(read_records(path))
     with Progress(TextColumn("[bold]encoding"), BarColumn(), TextColumn("{task.completed:,} examples"),
                   TimeElapsedColumn(), transient=True) as progress:
         task = progress.add_task("encode", total=None)
-        while batch := [r["messages"] for r in itertools.islice(records, batch_size)]:
+        while batch := _next_batch(records, batch_size):
             for messages, encoded in zip(batch, encode_many(batch, tokenizer, template, max_seq_length)):
                 _count(totals, encoded, max_seq_length)
                 if len(totals.shown) < show:
@@ -74,6 +74,19 @@ def inspect_file(
                     totals.shown.append(highlight(pieces, encoded["labels"]))
             progress.advance(task, len(batch))
     return totals
+
+
+_BATCH_CHARS = 1 << 20  # a batch of long conversations stays a few MB of text per tokenizer call
+
+
+def _next_batch(records, size: int) -> list[list[dict]]:
+    batch, chars = [], 0
+    for record in itertools.islice(records, size):
+        batch.append(record["messages"])
+        chars += sum(len(message["content"]) for message in record["messages"])
+        if chars >= _BATCH_CHARS:
+            break
+    return batch
 
 
 def _count(totals: InspectTotals, encoded: dict, max_seq_length: int) -> None:

@@ -1,4 +1,4 @@
-"""Mixtures: several converted files, each capped or subsampled, shuffled together reproducibly.
+"""Mixtures: several conversation inputs, each capped, subsampled or upsampled, shuffled together reproducibly.
 
 A mixture YAML lists sources and a seed::
 
@@ -7,10 +7,14 @@ A mixture YAML lists sources and a seed::
       - {path: converted/flan_v2.jsonl, max_examples: 100000}
       - {path: converted/dolly.jsonl}                  # everything
       - {path: converted/oasst1.jsonl, fraction: 0.5, name: oasst1-half}
+      - {path: converted/lima.jsonl, fraction: 2}      # every conversation twice
+      - {hub: allenai/tulu-v2-sft-mixture, max_examples: 1000}
 
-Paths are relative to the YAML file. Mixing is two streaming passes: the first validates every line and remembers
-only its byte offset; the selected offsets are shuffled with the seed and the second pass reads those lines back in
-that order. Memory is 8 bytes per input line, whatever the files' sizes.
+A source is any conversation input (`tulu_lite.data.inputs`); local paths are relative to the YAML file. Mixing is
+two streaming passes: the first validates every record and remembers only where it is (a byte offset into the
+JSON Lines file; other inputs are first written, validated, to a temporary JSON Lines file beside the output); the
+selected records are shuffled with the seed and the second pass reads them back in that order. Memory is 8 bytes
+per record, whatever the inputs' sizes.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
+import tempfile
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,22 +33,25 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from rich.table import Table
 
-from tulu_lite.config import Problem, format_problems, read_yaml, validation_problems
-from tulu_lite.data.conversations import parse_line, write_conversations
+from tulu_lite.config import DataSource, Problem, format_problems, read_yaml, validation_problems
+from tulu_lite.data.conversations import check_output, iter_lines, parse_line, write_conversations
+from tulu_lite.data.inputs import describe, is_plain_jsonl, read_records
 from tulu_lite.data.sources import meta_path
 from tulu_lite.errors import TuluError, at
 from tulu_lite.outputs import write_json
 
 
-class MixtureSource(BaseModel):
-    """One converted file in a mixture: all of it, at most `max_examples` of it, or a `fraction` of it."""
+class MixtureSource(DataSource):
+    """One input of a mixture: all of it, at most `max_examples` of it, or `fraction` of it.
+
+    A fraction above 1 upsamples: every conversation ``int(fraction)`` times, plus a seeded sample for the rest.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    path: Path
-    name: str | None = None  # label in the summary table (default: the file name)
+    name: str | None = None  # label in the summary table (default: the file name, or hf:ID)
     max_examples: int | None = Field(default=None, ge=1)
-    fraction: float | None = Field(default=None, gt=0, le=1)
+    fraction: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _one_cap(self) -> MixtureSource:
@@ -52,11 +61,11 @@ class MixtureSource(BaseModel):
 
     @property
     def label(self) -> str:
-        return self.name or self.path.name
+        return self.name or describe(self)
 
 
 class Mixture(BaseModel):
-    """A mixture YAML, validated; `sources[*].path` are absolute once loaded."""
+    """A mixture YAML, validated; local `sources[*].path` are absolute once loaded."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -68,14 +77,15 @@ class Mixture(BaseModel):
 
 
 def _file_problems(data: dict, base: Path) -> list[Problem]:
-    """Missing or repeated source files, read from the raw YAML so they are reported with any schema problems."""
+    """Missing or repeated local inputs, read from the raw YAML so they are reported with any schema problems."""
     problems, seen = [], {}
     entries = data.get("sources") if isinstance(data.get("sources"), list) else []
     for index, entry in enumerate(entries):
-        if not (isinstance(entry, dict) and isinstance(entry.get("path"), str)):
+        location = entry if isinstance(entry, str) else entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(location, str) or location.startswith("hf:"):
             continue
-        resolved = (base / entry["path"]).resolve()
-        if not resolved.is_file():
+        resolved = (base / location).resolve()
+        if not resolved.exists():
             problems.append(Problem(("sources", index, "path"), f"file not found: {resolved}"))
         if resolved in seen:
             problems.append(Problem(("sources", index, "path"), f"same file as sources[{seen[resolved]}]"))
@@ -96,19 +106,21 @@ def load_mixture(path: str | os.PathLike, *, check_files: bool = True) -> Mixtur
     if problems:
         raise TuluError(format_problems(path, lines, problems))
     for source in mixture.sources:
-        source.path = (path.parent / source.path).resolve()
+        if source.path is not None:
+            source.path = (path.parent / source.path).resolve()
     return mixture
 
 
-# ---- planning: which lines of which file ----------------------------------------------------------------------
+# ---- planning: which records of which input -------------------------------------------------------------------
 
 
 @dataclass
 class SourcePlan:
-    """One source after the first pass: its lines' offsets, what it holds, and which lines were picked."""
+    """One source after the first pass: where its records are, what it holds, and which were picked."""
 
     source: MixtureSource
-    offsets: array  # byte offset of every record line
+    file: Path  # the JSON Lines file the records are read back from (the input itself, or its spooled copy)
+    offsets: array  # byte offset of every record
     datasets: Counter
     selected: array = field(default_factory=lambda: array("q"))
 
@@ -127,41 +139,61 @@ class SourcePlan:
 
 def index_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> tuple[array, Counter]:
     """Validate every line of a conversation file; return the byte offsets of its records and its datasets."""
-    offsets, datasets, position = array("q"), Counter(), 0
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if raw.strip():
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise TuluError(f"{at(path, number)}: not UTF-8 text ({exc.reason})") from None
-                record = parse_line(text, at(path, number))
-                offsets.append(position)
-                datasets[str(record.get("dataset", "?"))] += 1
-            position += len(raw)
-            if on_bytes is not None:
-                on_bytes(len(raw))
+    offsets, datasets, done = array("q"), Counter(), 0
+    for number, offset, text in iter_lines(path):
+        record = parse_line(text, at(path, number))
+        offsets.append(offset)
+        datasets[str(record.get("dataset", "?"))] += 1
+        if on_bytes is not None:
+            on_bytes(offset - done)
+            done = offset
+    if on_bytes is not None:
+        on_bytes(path.stat().st_size - done)
     return offsets, datasets
 
 
-def _take_count(source: MixtureSource, available: int) -> int:
+def _spool(source: MixtureSource, spool_dir: Path, number: int) -> Path:
+    """An input that is not tulu-lite JSON Lines, validated and written as such (only for the length of the mix)."""
+    target = spool_dir / f"source-{number}.jsonl"
+    with target.open("w", encoding="utf-8") as handle:
+        for record in read_records(source):
+            handle.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
+    return target
+
+
+def take_indices(source: MixtureSource, available: int, rng: random.Random) -> list[int]:
+    """Which records of a source go in (positions, in file order; an upsampled one repeats positions).
+
+    `max_examples` and a fraction up to 1 sample without replacement; a fraction above 1 takes every record
+    ``int(fraction)`` times and samples the remainder, so each record appears as evenly as the count allows.
+    """
+    if not available:
+        return []
     if source.max_examples is not None:
-        return min(source.max_examples, available)
-    if source.fraction is not None:
-        return min(available, max(1, round(source.fraction * available))) if available else 0
-    return available
+        count = min(source.max_examples, available)
+    elif source.fraction is not None:
+        count = max(1, round(source.fraction * available))
+    else:
+        count = available
+    repeats, rest = divmod(count, available)
+    picked = list(range(available)) * repeats
+    picked += sorted(rng.sample(range(available), rest))
+    return sorted(picked)
 
 
-def plan_mixture(mixture: Mixture, on_bytes: Callable[[int], None] | None = None) -> list[SourcePlan]:
-    """First pass: index every file and pick, per source, which lines go in (seeded, independent of order)."""
+def plan_mixture(mixture: Mixture, spool_dir: Callable[[], Path],
+                 on_bytes: Callable[[int], None] | None = None) -> list[SourcePlan]:
+    """First pass: index every input and pick, per source, which records go in (seeded, independent of order).
+
+    `spool_dir()` gives the folder where inputs other than tulu-lite JSON Lines are written as JSON Lines.
+    """
     plans = []
-    for source in mixture.sources:
-        offsets, datasets = index_file(source.path, on_bytes)
-        plan = SourcePlan(source, offsets, datasets)
-        count = _take_count(source, plan.available)
+    for number, source in enumerate(mixture.sources):
+        file = source.path if is_plain_jsonl(source) else _spool(source, spool_dir(), number)
+        offsets, datasets = index_file(file, on_bytes)
+        plan = SourcePlan(source, file, offsets, datasets)
         rng = random.Random(f"{mixture.seed}:mix:{source.label}")
-        picked = sorted(rng.sample(range(plan.available), count)) if count < plan.available else range(count)
-        plan.selected = array("q", (offsets[index] for index in picked))
+        plan.selected = array("q", (offsets[index] for index in take_indices(source, plan.available, rng)))
         plans.append(plan)
     return plans
 
@@ -175,14 +207,14 @@ def iter_mixture(plans: list[SourcePlan], seed: int) -> Iterator[dict]:
     order = array("q", (number << _OFFSET_BITS | offset for number, plan in enumerate(plans)
                         for offset in plan.selected))
     random.Random(f"{seed}:shuffle").shuffle(order)
-    handles = [plan.source.path.open("rb") for plan in plans]
+    handles = [plan.file.open("rb") for plan in plans]
     try:
         for packed in order:
             number, offset = packed >> _OFFSET_BITS, packed & ((1 << _OFFSET_BITS) - 1)
             handle = handles[number]
             handle.seek(offset)
-            line = handle.readline().decode("utf-8")
-            yield parse_line(line, f"{plans[number].source.path} (byte {offset}; changed while mixing?)")
+            line = handle.readline().decode("utf-8").removeprefix("\ufeff")
+            yield parse_line(line, f"{plans[number].file} (byte {offset}; changed while mixing?)")
     finally:
         for handle in handles:
             handle.close()
@@ -205,19 +237,38 @@ class MixReport:
 
 
 def _report(out: Path, mixture: Mixture, plans: list[SourcePlan]) -> MixReport:
-    rows = [{"name": plan.source.label, "path": str(plan.source.path), "datasets": dict(plan.datasets),
+    rows = [{"name": plan.source.label, "path": str(plan.source.path or plan.source.label),
+             "datasets": dict(plan.datasets),
              "available": plan.available, "requested": plan.requested, "taken": len(plan.selected)}
             for plan in plans]
     return MixReport(out, mixture.seed, rows)
 
 
-def mix(mixture_path: str | os.PathLike, out: str | os.PathLike,
+def mix(mixture_path: str | os.PathLike, out: str | os.PathLike, *, force: bool = False,
         on_bytes: Callable[[int], None] | None = None) -> MixReport:
-    """Write the mixture described by a YAML file to `out` (atomic) plus ``*.meta.json`` with the resolved mixture."""
-    mixture = load_mixture(mixture_path)
-    plans = plan_mixture(mixture, on_bytes)
-    report = _report(Path(out), mixture, plans)
-    write_conversations(iter_mixture(plans, mixture.seed), out)
+    """Write the mixture described by a YAML file to `out` (atomic) plus ``*.meta.json`` with the resolved mixture.
+
+    Refused before anything is read: an output that is one of the sources (or the YAML), an existing output
+    without `force`.
+    """
+    mixture, out = load_mixture(mixture_path), Path(out)
+    local = [source.path for source in mixture.sources if source.path is not None]
+    check_output(out, [*local, Path(mixture_path)], force=force, sidecars=[meta_path(out)])
+    spool: list[Path] = []
+
+    def spool_dir() -> Path:  # made on first use, beside the output; named so a killed run's copy is cleaned up
+        if not spool:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            spool.append(Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-spool", dir=out.parent)))
+        return spool[0]
+
+    try:
+        plans = plan_mixture(mixture, spool_dir, on_bytes)
+        report = _report(out, mixture, plans)
+        write_conversations(iter_mixture(plans, mixture.seed), out)
+    finally:
+        for folder in spool:
+            shutil.rmtree(folder, ignore_errors=True)
     write_json(meta_path(out), {"command": "mix", "mixture": str(Path(mixture_path).resolve()),
                                 "resolved": json.loads(mixture.model_dump_json()), "sources": report.rows,
                                 "total": report.total})
@@ -225,12 +276,13 @@ def mix(mixture_path: str | os.PathLike, out: str | os.PathLike,
 
 
 def input_size(mixture: Mixture) -> int:
-    """Bytes the first pass reads (for a progress bar)."""
-    return sum(source.path.stat().st_size for source in mixture.sources)
+    """Bytes the first pass reads from local JSON Lines inputs (for a progress bar; other inputs add none)."""
+    return sum(source.path.stat().st_size for source in mixture.sources
+               if source.path is not None and source.path.is_file())
 
 
 def summary_table(report: MixReport) -> Table:
-    """A rich table of what each source contributed."""
+    """A rich table of what each source contributed (taken above available: upsampled)."""
     table = Table(title=f"mixture → {report.out} (seed {report.seed})")
     for column, justify in (("source", "left"), ("datasets", "left"), ("available", "right"),
                             ("requested", "right"), ("taken", "right"), ("share", "right")):
@@ -238,8 +290,8 @@ def summary_table(report: MixReport) -> Table:
     for row in report.rows:
         share = row["taken"] / report.total if report.total else 0.0
         datasets = ", ".join(sorted(row["datasets"]))
-        table.add_row(row["name"], datasets, f"{row['available']:,}", row["requested"], f"{row['taken']:,}",
-                      f"{share:.1%}")
+        taken = f"{row['taken']:,}" + (" (upsampled)" if row["taken"] > row["available"] else "")
+        table.add_row(row["name"], datasets, f"{row['available']:,}", row["requested"], taken, f"{share:.1%}")
     table.add_section()
     table.add_row("total", "", f"{sum(row['available'] for row in report.rows):,}", "", f"{report.total:,}", "100%")
     return table

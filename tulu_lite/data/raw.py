@@ -37,7 +37,7 @@ def preview(text: str, limit: int = 70) -> str:
     return flat if len(flat) <= limit else flat[:limit] + "…"
 
 
-def _first_char(path: Path) -> str:
+def first_char(path: Path) -> str:
     with path.open("rb") as handle:
         head = handle.read(1 << 16).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
     return head[:1]
@@ -51,7 +51,7 @@ def read_json_values(path: str | os.PathLike, expected: str, *, chunk_size: int 
     NaN/Infinity and repeated keys (for conversation data; raw releases are read as their authors' tools read them).
     """
     path = Path(path)
-    first = _first_char(path)
+    first = first_char(path)
     decoder = _StrictValue() if strict else json.JSONDecoder()
     if first == "[":
         yield from _read_array(path, expected, chunk_size, on_bytes, decoder)
@@ -118,7 +118,7 @@ def read_sampled(path: str | os.PathLike, expected: str, count: int, rng: random
     same records. JSON Lines are not held in memory: a first pass keeps each record's byte offset.
     """
     path = Path(path)
-    if _first_char(path) != "{":  # a JSON array (or a wrong file): hold its records, as the reference did
+    if first_char(path) != "{":  # a JSON array (or a wrong file): hold its records, as the reference did
         records = list(read_json_values(path, expected, on_bytes=on_bytes))
         chosen = rng.sample(range(len(records)), count) if count < len(records) else range(len(records))
         for index, pick in enumerate(chosen):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from tulu_lite.data.conversations import read_conversations
+from tulu_lite.data.inputs import as_source, describe, read_records
 from tulu_lite.outputs import atomic_file, write_json
 
 DEFINITIONS = {
@@ -37,6 +37,7 @@ class FileStats:
     """Table-1 columns for one file, plus the per-example lengths behind them."""
 
     path: str
+    name: str = ""  # short label for tables (the file name, or hf:ID)
     datasets: Counter = field(default_factory=Counter)
     rounds: array = field(default_factory=lambda: array("l"))
     prompt_lengths: array = field(default_factory=lambda: array("l"))
@@ -76,13 +77,18 @@ def count_rounds(messages: list[dict]) -> int:
                if first["role"] == "user" and second["role"] == "assistant")
 
 
+_BATCH_CHARS = 1 << 20  # characters per tokenizer call: a batch of long conversations stays a few MB
+
+
 def _batches(records: Iterable[dict], size: int) -> Iterator[list[dict]]:
-    batch = []
+    """Lists of up to `size` records, cut early at about `_BATCH_CHARS` characters of content."""
+    batch, chars = [], 0
     for record in records:
         batch.append(record)
-        if len(batch) == size:
+        chars += sum(len(message["content"]) for message in record["messages"])
+        if len(batch) == size or chars >= _BATCH_CHARS:
             yield batch
-            batch = []
+            batch, chars = [], 0
     if batch:
         yield batch
 
@@ -104,11 +110,13 @@ def _add_batch(stats: FileStats, batch: list[dict], tokenizer) -> None:
         stats.datasets[str(record.get("dataset", "?"))] += 1
 
 
-def file_stats(path: str | os.PathLike, tokenizer, *, batch_size: int = 512,
+def file_stats(path, tokenizer, *, batch_size: int = 512,
                on_examples: Callable[[int], None] | None = None) -> FileStats:
-    """Statistics of one conversation file (streamed; memory is a few ints per example)."""
-    stats = FileStats(str(path))
-    for batch in _batches(read_conversations(path), batch_size):
+    """Statistics of one conversation input: a file, a folder or a hub dataset (streamed; memory is a few ints per
+    example)."""
+    source = as_source(path)
+    stats = FileStats(source.label, name=describe(source))
+    for batch in _batches(read_records(source), batch_size):
         _add_batch(stats, batch, tokenizer)
         if on_examples is not None:
             on_examples(len(batch))
@@ -132,7 +140,7 @@ def stats_table(all_stats: list[FileStats], tokenizer_name: str) -> Table:
     for column in ("instances", "rounds", "prompt len", "completion len"):
         table.add_column(column, justify="right")
     for stats in all_stats:
-        table.add_row(Path(stats.path).name, ", ".join(sorted(stats.datasets)), f"{stats.instances:,}",
+        table.add_row(stats.name or Path(stats.path).name, ", ".join(sorted(stats.datasets)), f"{stats.instances:,}",
                       f"{stats.average(stats.rounds):.1f}", f"{stats.average(stats.prompt_lengths):.1f}",
                       f"{stats.average(stats.completion_lengths):.1f}")
     return table
@@ -154,7 +162,7 @@ def plot_lengths(all_stats: list[FileStats], target: str | os.PathLike) -> None:
                                    (axes[1], "completion_lengths", "completion length")):
         for stats in all_stats:
             values = np.maximum(np.asarray(getattr(stats, attribute), dtype=np.int64), 1)
-            axis.hist(values, bins=bins, histtype="step", linewidth=1.5, label=Path(stats.path).name,
+            axis.hist(values, bins=bins, histtype="step", linewidth=1.5, label=stats.name or Path(stats.path).name,
                       weights=np.full(len(values), 1 / max(len(values), 1)))
         axis.set_xscale("log")
         axis.set_xlabel(f"{title} (tokens)")

@@ -168,3 +168,11 @@ def test_the_demo_trains_end_to_end_on_ecosystem_data(ecosystem, tmp_path, tiny_
         handle.writelines(json.dumps(row) + "\n" for row in list(read_conversations(DEMO))[:24])
     expected, _ = encode_dataset([reference], llama_tokenizer, "tulu", 256, cache_dir=str(tmp_path / "c"))
     assert encoded["input_ids"] == expected["input_ids"] and encoded["labels"] == expected["labels"]
+
+
+def test_a_byte_order_mark_and_crlf_are_accepted_for_training(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    line = json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey"}]})
+    path.write_bytes(b"\xef\xbb\xbf" + line.encode() + b"\r\n" + line.encode() + b"\r\n")
+    loaded = load_conversations_dataset([path], cache_dir=str(tmp_path / "cache"))
+    assert len(loaded) == 2 and loaded[0]["messages"][1]["content"] == "Hey"

@@ -42,3 +42,17 @@ def test_cli_inspect_prints_table_and_clear_errors(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {bad}:1: no assistant message (nothing to train on)"
     assert "Traceback" not in result.stderr
+
+
+def test_cli_inspect_warns_about_an_empty_file(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    from tulu_lite.cli import main
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    monkeypatch.setattr(sys, "argv", ["tulu-lite", "inspect", str(empty)])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code in (0, None)
+    assert f"warning: {empty}: holds no conversation" in " ".join(capsys.readouterr().err.split())

@@ -160,3 +160,55 @@ def test_cli_mix_prints_the_summary_table(workspace, tmp_path, monkeypatch, caps
     printed = capsys.readouterr().out
     assert "oasst-quarter" in printed and "0.25 ×" in printed and "300" in printed
     assert sum(1 for _ in read_conversations(out)) == 300
+
+
+def test_a_fraction_above_one_upsamples_every_record_and_samples_the_rest(workspace, tmp_path):
+    _write(workspace, "seed: 3\nsources:\n  - path: ../data/dolly.jsonl\n    fraction: 2.5\n"
+                      "  - path: ../data/oasst.jsonl\n    max_examples: 10\n")
+    report = mix(workspace, tmp_path / "up.jsonl")
+    records = list(read_conversations(tmp_path / "up.jsonl"))
+    per_id = Counter(r["id"] for r in records if r["dataset"] == "dolly")
+    assert sum(per_id.values()) == 375 == report.rows[0]["taken"]  # round(2.5 x 150)
+    assert set(per_id) == {f"dolly_{i}" for i in range(150)}  # every record at least twice...
+    assert Counter(per_id.values()) == {2: 75, 3: 75}  # ...and a seeded half of them a third time
+    again = mix(workspace, tmp_path / "up2.jsonl")
+    assert (tmp_path / "up.jsonl").read_bytes() == (tmp_path / "up2.jsonl").read_bytes() and again.total == 385
+    from rich.console import Console
+
+    from tulu_lite.data.mix import summary_table
+
+    console = Console(width=200, record=True)
+    console.print(summary_table(report))
+    printed = console.export_text()
+    assert "2.5 ×" in printed and "375 (upsampled)" in printed
+
+
+def test_sources_can_be_parquet_or_mapped_json_and_keep_ids(workspace, tmp_path):
+    import datasets
+
+    rows = [json.loads(line) for line in (tmp_path / "data" / "dolly.jsonl").read_text().splitlines() if line]
+    datasets.Dataset.from_list(rows[:40]).to_parquet(tmp_path / "data" / "dolly.parquet")
+    sharegpt = [{"id": f"sg{i}", "conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": "a"}]}
+                for i in range(30)]
+    (tmp_path / "data" / "sg.json").write_text(json.dumps(sharegpt))
+    _write(workspace, "sources:\n  - ../data/dolly.parquet\n"
+                      "  - {path: ../data/sg.json, messages: conversations, role: from, content: value,\n"
+                      "     roles: {human: user, gpt: assistant}, fraction: 0.5, name: sharegpt}\n")
+    report = mix(workspace, tmp_path / "out" / "mixed.jsonl")
+    records = list(read_conversations(tmp_path / "out" / "mixed.jsonl"))
+    assert [row["taken"] for row in report.rows] == [40, 15] and len(records) == 55
+    assert {r["id"] for r in records if r.get("dataset") == "dolly"} == {f"dolly_{i}" for i in range(40)}
+    assert all(r["messages"][0]["role"] == "user" for r in records)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mixed.jsonl", "mixed.meta.json"]  # no spool
+
+
+def test_an_output_that_is_a_source_or_exists_is_refused_before_writing(workspace, tmp_path):
+    source = tmp_path / "data" / "dolly.jsonl"
+    before = source.read_bytes()
+    with pytest.raises(TuluError, match=r"dolly\.jsonl: is also an input"):
+        mix(workspace, source)
+    assert source.read_bytes() == before
+    mix(workspace, tmp_path / "mixed.jsonl")
+    with pytest.raises(TuluError, match=r"mixed\.jsonl: already exists \(pass --force to overwrite\)"):
+        mix(workspace, tmp_path / "mixed.jsonl")
+    mix(workspace, tmp_path / "mixed.jsonl", force=True)

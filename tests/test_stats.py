@@ -99,3 +99,20 @@ def test_cli_stats_on_a_bad_file_is_one_red_line(tmp_path, monkeypatch, capsys):
         main()
     assert failed.value.code == 2
     assert "bad.jsonl:1: no assistant message" in capsys.readouterr().err
+
+
+def test_cli_stats_warns_about_an_empty_file_and_reads_parquet(tmp_path, monkeypatch, capsys):
+    import datasets
+
+    from tulu_lite.cli import main
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    datasets.Dataset.from_list(EXAMPLES).to_parquet(tmp_path / "demo.parquet")
+    monkeypatch.setattr(sys, "argv", ["tulu-lite", "data", "stats", str(empty), str(tmp_path / "demo.parquet")])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code in (0, None)
+    captured = capsys.readouterr()
+    assert f"warning: {empty}: holds no conversation (the file is empty)" in " ".join(captured.err.split())
+    assert "demo.parquet" in captured.out and "3" in captured.out

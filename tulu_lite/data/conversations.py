@@ -77,7 +77,7 @@ def json_error(exc: json.JSONDecodeError) -> str:
 def strict_json(text: str, where: str) -> object:
     """Parse one JSON document; errors (including NaN/Infinity and repeated keys) are one line prefixed `where`."""
     try:
-        return STRICT_DECODER.decode(text)
+        return STRICT_DECODER.decode(text.rstrip("\r\n"))
     except json.JSONDecodeError as exc:
         raise TuluError(f"{where}: not valid JSON ({json_error(exc)})") from None
     except NotJson as exc:

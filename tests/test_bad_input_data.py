@@ -1,0 +1,144 @@
+"""Bad data through the CLI: `data convert`, `data mix`, `data stats`, `inspect` and `train` on bad data files.
+
+Every case runs ``python -m tulu_lite`` as a user would and must end with exit code 2, one ``error:`` line naming
+the file (and line or row) and what is wrong, no traceback, every input byte-identical and nothing half-written
+(`tests/cli_cases.py`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cli_cases import BadInput, check_bad_input
+
+GOOD = {"id": "g", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+GOOD_LINE = json.dumps(GOOD)
+RAW = Path(__file__).parent / "fixtures" / "raw"
+
+
+def _file(name: str, data: bytes | str) -> callable:
+    def setup(tmp: Path) -> None:
+        path = tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    return setup
+
+
+def _both(*setups):
+    def setup(tmp: Path) -> None:
+        for one in setups:
+            one(tmp)
+    return setup
+
+
+BAD_UTF8 = (GOOD_LINE + "\n").encode() + b'{"messages": [{"role": "user", "content": "caf\xe9"}]}\n'
+NAN = GOOD_LINE + "\n" + GOOD_LINE[:-1] + ', "score": NaN}\n'
+DUPLICATE = GOOD_LINE + "\n" + GOOD_LINE[:-1] + ', "messages": []}\n'
+LONG = GOOD_LINE + "\n" + json.dumps({"messages": [{"role": "user", "content": "x" * (5 << 20)},
+                                                   {"role": "assistant", "content": "y"}]}) + "\n"
+
+
+def _parquet_without_messages(tmp: Path) -> None:
+    import datasets
+
+    datasets.Dataset.from_list([{"instruction": "Say hi", "output": "hi"}]).to_parquet(tmp / "alpaca.parquet")
+
+
+def _recipe(files: list[str]) -> callable:
+    def setup(tmp: Path) -> None:
+        (tmp / "recipe.yaml").write_text(
+            "model: {name_or_path: tiny-llama, tiny: {hidden_size: 16, num_layers: 1}}\n"
+            f"data: {{train_files: {json.dumps(files)}, max_seq_length: 64}}\n"
+            "training: {max_steps: 1}\noutput_dir: out\n")
+    return setup
+
+
+def _mixture(sources: str) -> callable:
+    return _file("mix.yaml", f"seed: 1\nsources:\n{sources}")
+
+
+CASES = [
+    # ---- data convert -------------------------------------------------------------------------------------------
+    BadInput("convert onto its own raw file", ["data", "convert", "dolly", "raw.jsonl", "-o", "raw.jsonl"],
+             r"raw\.jsonl: is also an input .*choose another output path",
+             _file("raw.jsonl", (RAW / "dolly" / "databricks-dolly-15k.jsonl").read_text())),
+    BadInput("convert onto an existing output", ["data", "convert", "dolly", "raw.jsonl", "-o", "out.jsonl"],
+             r"out\.jsonl: already exists \(pass --force to overwrite\)",
+             _both(_file("raw.jsonl", (RAW / "dolly" / "databricks-dolly-15k.jsonl").read_text()),
+                   _file("out.jsonl", GOOD_LINE + "\n"))),
+    BadInput("convert the wrong release", ["data", "convert", "dolly", str(RAW / "stanford_alpaca" / "alpaca_data.json"),
+                                           "-o", "o.jsonl"],
+             r"alpaca_data\.json:2: record does not match source 'dolly': response missing"),
+    BadInput("convert with an unknown style", ["data", "convert", "dolly", "raw.jsonl", "-o", "o.jsonl",
+                                               "--style", "v2"], r"--style: expected one of v1, clean, got 'v2'",
+             _file("raw.jsonl", GOOD_LINE + "\n")),
+    BadInput("convert super_ni without the xlingual list", ["data", "convert", "super_ni", "ni", "-o", "o.jsonl"],
+             r"ni: not a natural-instructions folder .*no splits/xlingual/train_tasks\.txt; --style clean reads "
+             r"splits/default/train_tasks\.txt", _file("ni/splits/default/train_tasks.txt", "task001_x\n")),
+    BadInput("convert cot caps with the clean style", ["data", "convert", "cot", str(RAW / "cot"), "-o", "o.jsonl",
+                                                       "--style", "clean", "--cot-zero-shot", "10"],
+             r"--cot-zero-shot only applies with --style v1"),
+    # ---- data mix -----------------------------------------------------------------------------------------------
+    BadInput("mix onto one of its sources", ["data", "mix", "mix.yaml", "-o", "a.jsonl"],
+             r"a\.jsonl: is also an input", _both(_file("a.jsonl", GOOD_LINE + "\n"),
+                                                  _mixture("  - path: a.jsonl\n"))),
+    BadInput("mix onto an existing output", ["data", "mix", "mix.yaml", "-o", "out.jsonl"],
+             r"out\.jsonl: already exists \(pass --force to overwrite\)",
+             _both(_file("a.jsonl", GOOD_LINE + "\n"), _file("out.jsonl", "keep me\n"),
+                   _mixture("  - path: a.jsonl\n"))),
+    BadInput("mix a source holding NaN", ["data", "mix", "mix.yaml", "-o", "out.jsonl"],
+             r"a\.jsonl:2: not valid JSON \(NaN is not a JSON value\)",
+             _both(_file("a.jsonl", NAN), _mixture("  - path: a.jsonl\n"))),
+    BadInput("mix a Parquet source without messages", ["data", "mix", "mix.yaml", "-o", "out.jsonl"],
+             r"alpaca\.parquet: no 'messages' column \(columns: instruction, output\)",
+             _both(_parquet_without_messages, _mixture("  - path: alpaca.parquet\n"))),
+    BadInput("mix with a fraction of zero", ["data", "mix", "mix.yaml", "-o", "out.jsonl"],
+             r"mix\.yaml:4: sources\[0\]\.fraction: input should be greater than 0",
+             _both(_file("a.jsonl", GOOD_LINE + "\n"), _mixture("  - path: a.jsonl\n    fraction: 0\n"))),
+    # ---- data stats ---------------------------------------------------------------------------------------------
+    BadInput("stats on invalid UTF-8", ["data", "stats", "bad.jsonl"],
+             r"bad\.jsonl:2: not UTF-8 text \(invalid continuation byte", _file("bad.jsonl", BAD_UTF8)),
+    BadInput("stats on a repeated messages key", ["data", "stats", "bad.jsonl"],
+             r"bad\.jsonl:2: not valid JSON \(key 'messages' appears twice in one object\)",
+             _file("bad.jsonl", DUPLICATE)),
+    BadInput("stats on a 5 MB line", ["data", "stats", "long.jsonl"],
+             r"long\.jsonl:2: line is longer than 4 MiB", _file("long.jsonl", LONG), timeout=60),
+    BadInput("stats on a broken line", ["data", "stats", "bad.jsonl"],
+             r"bad\.jsonl:2: not valid JSON \(Unterminated string starting at column \d+\)",
+             _file("bad.jsonl", GOOD_LINE + '\n{"messages": "oops\n')),
+    BadInput("stats on Parquet without messages", ["data", "stats", "alpaca.parquet"],
+             r"alpaca\.parquet: no 'messages' column \(columns: instruction, output\); map the column",
+             _parquet_without_messages),
+    BadInput("stats on a hub id offline", ["data", "stats", "hf:tulu-lite-tests/absent"],
+             r"hf:tulu-lite-tests/absent: can't reach the Hugging Face hub: offline mode .* --local-dir DIR\) and "
+             r"give the folder DIR"),
+    BadInput("stats on a mapping with a typo", ["data", "stats", "{path: a.json, mesages: chat}"],
+             r"mesages: unknown key \(did you mean 'messages'\?\)"),
+    # ---- inspect ------------------------------------------------------------------------------------------------
+    BadInput("inspect invalid UTF-8", ["inspect", "bad.jsonl"], r"bad\.jsonl:2: not UTF-8 text",
+             _file("bad.jsonl", BAD_UTF8)),
+    BadInput("inspect Infinity", ["inspect", "bad.jsonl"], r"bad\.jsonl:1: not valid JSON \(Infinity is not a JSON",
+             _file("bad.jsonl", GOOD_LINE[:-1] + ', "w": Infinity}\n')),
+    BadInput("inspect a 5 MB line", ["inspect", "long.jsonl"], r"long\.jsonl:2: line is longer than 4 MiB",
+             _file("long.jsonl", LONG), timeout=60),
+    # ---- train on bad data files --------------------------------------------------------------------------------
+    BadInput("train on invalid UTF-8", ["train", "recipe.yaml"], r"bad\.jsonl:2: not UTF-8 text",
+             _both(_file("bad.jsonl", BAD_UTF8), _recipe(["bad.jsonl"]))),
+    BadInput("train on an empty file", ["train", "recipe.yaml"],
+             r"empty\.jsonl: holds no conversation \(the file is empty\)",
+             _both(_file("empty.jsonl", ""), _recipe(["empty.jsonl"]))),
+    BadInput("train on Parquet without messages", ["train", "recipe.yaml"],
+             r"alpaca\.parquet: no 'messages' column \(columns: instruction, output\)",
+             _both(_parquet_without_messages, _recipe(["alpaca.parquet"]))),
+    BadInput("train on a hub id offline", ["train", "recipe.yaml"],
+             r"data\.train_files\[0\]: hf:tulu-lite-tests/absent: can't reach the Hugging Face hub",
+             _recipe(["hf:tulu-lite-tests/absent"])),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_bad_data_input(case, tmp_path):
+    check_bad_input(case, tmp_path)

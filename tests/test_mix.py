@@ -137,16 +137,16 @@ def test_a_bad_line_in_a_source_file_stops_the_mix_before_writing(workspace, tmp
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("tulu_v1_human_mix.yaml", {"flan_v2": 100000, "cot_zero_shot": 50000, "cot_few_shot": 50000,
-                                "dolly": None, "oasst1": None}),
-    ("tulu_v1_mix.yaml", {"flan_v2": 100000, "cot_zero_shot": 50000, "cot_few_shot": 50000, "dolly": None,
-                          "oasst1": None, "gpt4_alpaca": None, "code_alpaca": None, "sharegpt": None}),
+    ("tulu_v1_human_mix.yaml", ["flan_v2", "cot", "dolly", "oasst1"]),
+    ("tulu_v1_mix.yaml", ["flan_v2", "cot", "dolly", "oasst1", "gpt4_alpaca", "code_alpaca", "sharegpt"]),
 ])
-def test_shipped_tulu_v1_mixtures_validate_and_carry_the_paper_caps(name, expected):
+def test_shipped_tulu_v1_mixtures_validate_and_use_each_converted_file_whole(name, expected):
+    # TÜLU v1 concatenated the converted files (CoT's 50k + 50k are drawn by its conversion): no caps here.
     mixture = load_mixture(RECIPES / name, check_files=False)
-    assert {s.label: s.max_examples for s in mixture.sources} == expected
-    assert all(s.fraction is None for s in mixture.sources)
+    assert [s.label for s in mixture.sources] == expected
+    assert all(s.max_examples is None and s.fraction is None for s in mixture.sources)
     assert all(s.path.is_absolute() and s.path.parent.name == "converted" for s in mixture.sources)
+    assert [s.path.name for s in mixture.sources] == [f"{label}.jsonl" for label in expected]
 
 
 def test_cli_mix_prints_the_summary_table(workspace, tmp_path, monkeypatch, capsys):

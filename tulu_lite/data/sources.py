@@ -494,7 +494,8 @@ def _convert_sharegpt_v1(raw: RawRecord, run: _Run) -> Iterator[Example]:
         costs = [cost + 6 for cost in run.count_tokens(paired)] if paired else []
         spans = _split_sharegpt_v1(turns, costs, run.options.split_budget)
         parts = [(f"{raw_id}_{start}", turns[start:end]) for start, end in spans]
-        run.report.repaired["sharegpt: parts made by splitting"] += len(parts)
+        if len(parts) > 1:
+            run.report.repaired["sharegpt: conversation split into parts"] += 1
         parts = [(part_id, part) for part_id, part in parts if _strictly_alternating(part, run)]
     for part_id, part in parts:
         messages = _sharegpt_reformat_v1(part, raw, run)

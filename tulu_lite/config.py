@@ -4,9 +4,10 @@ A recipe maps 1:1 onto `Recipe`. Every default lives on these classes. `load_rec
 loader, applies ``--set key=value`` overrides, and reports *all* problems at once (unknown keys with a "did you
 mean", wrong types, out-of-range values), each prefixed with ``file:line`` where the YAML has that key.
 
-Paths in a recipe (``model.name_or_path`` when it is a local directory, ``model.tokenizer``, ``data.train_files``,
-``data.mixture``, ``output_dir``) are relative to the recipe file; paths given with ``--set`` are relative to the
-current directory. Both are made absolute on load, so the saved recipe (`save_recipe`) reruns from anywhere.
+Paths in a recipe (``model.name_or_path`` when it is a local directory, ``model.tokenizer``, the local entries of
+``data.train_files``, ``data.mixture``, ``output_dir``) are relative to the recipe file; paths given with ``--set``
+are relative to the current directory. Both are made absolute on load, so the saved recipe (`save_recipe`) reruns
+from anywhere. Hub datasets (``hf:ID``, ``{hub: ID}``) stay as they are.
 
 The generic part, "a YAML file validated by a pydantic model, every problem reported at once", is here too and is
 what mixtures (`tulu_lite.data.mix`) and the eval settings use: `read_yaml` (safe load plus the line of every key),

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tulu_lite.errors import TuluError, at
-from tulu_lite.outputs import atomic_file
+from tulu_lite.outputs import atomic_file, ensure_writable
 
 ROLES = ("system", "user", "assistant")
 # About a million LLaMA tokens: far past any training length, small enough to tokenize in a few seconds.
@@ -170,6 +170,4 @@ def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike], *,
         raise TuluError(f"{out}: is a directory (expected a file path for the output)")
     if out.exists() and not force:
         raise TuluError(f"{out}: already exists (pass --force to overwrite)")
-    from tulu_lite.outputs import ensure_writable
-
     ensure_writable(out, "output")

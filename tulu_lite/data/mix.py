@@ -189,8 +189,9 @@ def plan_mixture(mixture: Mixture, spool_dir: Callable[[], Path],
     """
     plans = []
     for number, source in enumerate(mixture.sources):
-        file = source.path if is_plain_jsonl(source) else _spool(source, spool_dir(), number)
-        offsets, datasets = index_file(file, on_bytes)
+        plain = is_plain_jsonl(source)
+        file = source.path if plain else _spool(source, spool_dir(), number)
+        offsets, datasets = index_file(file, on_bytes if plain else None)  # the progress bar counts input bytes
         plan = SourcePlan(source, file, offsets, datasets)
         rng = random.Random(f"{mixture.seed}:mix:{source.label}")
         plan.selected = array("q", (offsets[index] for index in take_indices(source, plan.available, rng)))

@@ -155,9 +155,13 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
     """A DataLoader `batch_sampler` yielding token-budget batches (see `token_budget_batches`).
 
     The batches are built once, so `len()` (which Trainer uses to size the LR schedule) never changes and a
-    resumed run replays the same batches; their order is reshuffled every epoch (`set_epoch`, called by
-    Trainer through accelerate). Gradient accumulation over batches of different sizes stays exact because
-    Trainer normalizes the loss by `num_items_in_batch`, the label count over all accumulated micro-batches.
+    resumed run replays the same batches; their order is reshuffled every epoch by `set_epoch`, which
+    `tulu_lite.train.SamplerEpoch` calls at every epoch start (Trainer's own call does not reach the sampler once
+    accelerate has wrapped it twice: `BatchSamplerShard` for data parallel, then `SkipBatchSampler` on resume).
+    Under data parallel accelerate deals the batches out in turn (batch k to process k mod N), so every process
+    must see the same order: it depends only on the seed and the epoch. Gradient accumulation over batches of
+    different sizes stays exact because Trainer normalizes the loss by `num_items_in_batch`, the label count over
+    all accumulated micro-batches.
     """
 
     def __init__(

@@ -127,6 +127,7 @@ def choose_attention(
     dtype: torch.dtype,
     capability: tuple[int, int] | None,
     installed: set[str],
+    strict: bool = True,
 ) -> str:
     """The attention kernel for `model.attn_implementation` on given facts (testable without a GPU).
 
@@ -135,6 +136,9 @@ def choose_attention(
     everywhere else. The flash kernels matter most for padding-free rows: transformers runs them as one varlen
     call over the collator's `cu_seq_lens` (attention over sum L^2), while sdpa and eager get a dense T x T block-
     diagonal mask (`masking_utils.sdpa_mask`: memory T^2 and work (sum L)^2).
+
+    A flash kernel named explicitly that cannot run here is an error when `strict` (training), else ``auto``'s
+    choice (rebuilding a base to merge or evaluate it: every exact kernel gives the same result).
     """
     flash = choice.startswith("flash_attention")
     if choice == "auto":
@@ -145,24 +149,29 @@ def choose_attention(
         if "flash_attention_2" in installed and 8 <= capability[0] <= 9:
             return "flash_attention_2"
         return "sdpa"
+    problem = None
     if flash and choice in ("flash_attention_2", "flash_attention_3") and choice not in installed:
         package = "flash-attn" if choice == "flash_attention_2" else "flash-attn-3 (flash_attn_interface)"
-        raise TuluError(f"model.attn_implementation: {choice} needs a CUDA GPU and the {package} package; "
-                        f"use auto or sdpa")
-    if flash and dtype not in (torch.float16, torch.bfloat16):
-        raise TuluError(f"model.attn_implementation: {choice} computes in float16/bfloat16 only, this recipe in "
-                        f"{str(dtype).removeprefix('torch.')}; use auto or sdpa")
-    return choice
+        problem = f"{choice} needs a CUDA GPU and the {package} package"
+    elif flash and dtype not in (torch.float16, torch.bfloat16):
+        problem = f"{choice} computes in float16/bfloat16 only, this recipe in {str(dtype).removeprefix('torch.')}"
+    if problem is None:
+        return choice
+    if strict:
+        raise TuluError(f"model.attn_implementation: {problem}; use auto or sdpa")
+    return choose_attention("auto", cuda=cuda, dtype=dtype, capability=capability, installed=installed)
 
 
-def resolve_attention(model_cfg: ModelConfig, quant_cfg: QuantizationConfig | None, *, cuda: bool | None = None) -> str:
+def resolve_attention(
+    model_cfg: ModelConfig, quant_cfg: QuantizationConfig | None, *, cuda: bool | None = None, strict: bool = True
+) -> str:
     """`choose_attention` on this machine, for a model computing in the recipe's dtype (`cuda=False`: on the CPU)."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     capability = torch.cuda.get_device_capability() if cuda else None
     installed = installed_flash_attention() if cuda else set()
     dtype = compute_dtype(model_cfg, quant_cfg)
     return choose_attention(model_cfg.attn_implementation, cuda=cuda, dtype=dtype, capability=capability,
-                            installed=installed)
+                            installed=installed, strict=strict)
 
 
 def fsdp_launch() -> bool:
@@ -187,7 +196,8 @@ def load_base_model(
     and the model goes through PEFT's `prepare_model_for_kbit_training` (norms and embeddings upcast to fp32,
     everything frozen). ``tiny-llama`` is built from its seed and saved to a cache directory first, then loaded
     from there like any other base, so quantization and merging see real weights on disk. Attention is
-    `resolve_attention` (``model.attn_implementation``) for the device the weights go to.
+    `resolve_attention` (``model.attn_implementation``) for the device the weights go to (training checks an
+    explicit choice first: `tulu_lite.train.build_model`).
 
     Under an FSDP launch (`fsdp_launch`) the 4-bit weights are stored in the model's dtype and nothing is upcast:
     FSDP shards a layer's parameters only when they share a floating dtype (bitsandbytes' FSDP-QLoRA guide,
@@ -199,7 +209,7 @@ def load_base_model(
     sharded = fsdp_launch()
     on_gpu = torch.cuda.is_available() and not _all_on_cpu(device_map)
     kwargs: dict = {"dtype": dtype, "trust_remote_code": model_cfg.trust_remote_code, "device_map": device_map,
-                    "attn_implementation": resolve_attention(model_cfg, quant_cfg, cuda=on_gpu)}
+                    "attn_implementation": resolve_attention(model_cfg, quant_cfg, cuda=on_gpu, strict=False)}
     # Pickled (.bin) weights can run code when loaded; refuse them unless the recipe opts in.
     kwargs["use_safetensors"] = None if model_cfg.allow_pickle_weights else True
     if quant_cfg is not None:

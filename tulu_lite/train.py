@@ -251,6 +251,7 @@ def build_model(recipe: Recipe, *, device_map=None):
     """The frozen base (4-bit when the recipe quantizes) wrapped with trainable LoRA adapters."""
     from transformers import set_seed
 
+    resolve_attention(recipe.model, recipe.quantization)  # a kernel the recipe names explicitly must run here
     base = load_base_model(recipe.model, recipe.quantization, device_map=device_map)
     set_seed(recipe.training.seed)  # LoRA A is initialised randomly: the same recipe must start from the same adapter
     return add_lora(base, recipe.lora)

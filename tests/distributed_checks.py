@@ -11,7 +11,8 @@ ddp:  1. `slow_encode`: the first process to encode takes longer than the proces
       2. `resume`: token-budget batches, a crash in epoch 1 and `--resume` train on the very batches of the
          uninterrupted run (before the fix, the resumed epoch replayed epoch 0's order on every rank);
       both train the recipe `recipe(...)` below; the uninterrupted run's adapter is the reference for fsdp.
-fsdp: the same recipe with FSDP2 (the shipped recipes/accelerate/fsdp.yaml), plain LoRA and 4-bit QLoRA, and a crash
+fsdp: the same recipe with FSDP2 (the shipped recipes/accelerate/fsdp.yaml), plain LoRA and 4-bit QLoRA (with gradient
+      checkpointing, like its data-parallel reference), and a crash
       + `--resume` from a sharded checkpoint; the adapters must equal the data-parallel ones.
       accelerate only turns FSDP on for GPU process groups (accelerate/state.py, AcceleratorState.__init__: the
       FSDP branch lists the GPU distributed types, not MULTI_CPU), so this script lets a CPU group through; torch's
@@ -31,6 +32,8 @@ import yaml
 from transformers import TrainerCallback
 
 DEMO = Path(__file__).resolve().parents[1] / "tulu_lite" / "assets" / "demo" / "train.jsonl"
+# 4-bit nf4 with gradient checkpointing, as the TÜLU recipes train
+QLORA = ["quantization.quant_type=nf4", "training.gradient_checkpointing=true"]
 
 
 def recipe(workdir: Path, name: str, **overrides) -> Path:
@@ -137,7 +140,7 @@ def ddp_checks(workdir: Path, timeout: float) -> None:
     train(load(crashed), resume=True, callbacks=[resumed])
     write(workdir, "resume", {"steps": resumed.steps})
 
-    train(load(recipe(workdir, "ddp-qlora"), ["quantization.quant_type=nf4"]))
+    train(load(recipe(workdir, "ddp-qlora"), QLORA))
 
 
 class Sharding(TrainerCallback):
@@ -178,7 +181,7 @@ def fsdp_checks(workdir: Path) -> None:
     from tulu_lite.train import train
 
     allow_fsdp_on_cpu()
-    for name, overrides in (("fsdp", []), ("fsdp-qlora", ["quantization.quant_type=nf4"])):
+    for name, overrides in (("fsdp", []), ("fsdp-qlora", QLORA)):
         sharding = Sharding()
         result = train(load(recipe(workdir, name), overrides), callbacks=[sharding])
         write(workdir, name, {**sharding.seen, "world_size": result.metrics["world_size"]})

@@ -1,7 +1,8 @@
 """Checks that need two processes, run by tests/test_distributed.py under `accelerate launch` (gloo on CPU).
 
     accelerate launch --multi_gpu --num_processes 2 tests/distributed_checks.py ddp WORKDIR
-    accelerate launch --config_file recipes/accelerate/fsdp.yaml --num_processes 2 tests/distributed_checks.py fsdp WORKDIR
+    accelerate launch --config_file recipes/accelerate/fsdp.yaml --num_processes 2 \
+        tests/distributed_checks.py fsdp WORKDIR
 
 One launch runs several trainings (process start-up is the expensive part). Every rank writes what it saw to
 WORKDIR/<check>.rank<R>.json; the test module asserts on those files.

@@ -53,7 +53,7 @@ def qlora_7b(**training):
 def test_llama_7b_qlora_estimate_is_the_formula():
     """The 7B recipe, the formula written out: what PEFT, bitsandbytes, autocast, TRL's head and sdpa allocate."""
     h, i, kv, V, L, T, r = 4096, 11008, 4096, 32000, 32, 8192, 64
-    c, s = 2, 4  # bf16 compute; fp32 hidden states (PEFT upcasts embeddings and norms, Linear4bit keeps the input dtype)
+    c, s = 2, 4  # bf16 compute; fp32 hidden states (PEFT upcasts embeddings, norms; Linear4bit keeps the input dtype)
     p_lin = L * (2 * h * h + 2 * h * kv + 3 * h * i)
     p_oth = 2 * V * h + (2 * L + 1) * h
     p_lora = L * r * ((h + h) + 2 * (h + kv) + (h + h) + 2 * (h + i) + (i + h))

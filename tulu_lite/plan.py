@@ -266,7 +266,8 @@ def _weight_rows(shapes: Shapes, recipe: Recipe, gpus: int, m: int) -> list[tupl
         packed = int(shapes.linear_params * (0.5 + constants))
         how = f"{_count(shapes.linear_params)} linear params x {0.5 + constants:.3f} B"
         return [(f"base weights, 4-bit {quant.quant_type}", packed, how),
-                ("embeddings, lm_head, norms (fp32)", shapes.other_params * 4, f"{_count(shapes.other_params)} params x 4 B")]
+                ("embeddings, lm_head, norms (fp32)", shapes.other_params * 4,
+                 f"{_count(shapes.other_params)} params x 4 B")]
     # Under FSDP the packed weights are sharded; their constants (bitsandbytes' quant_state) are not parameters.
     packed = int(shapes.linear_params * 0.5) // gpus + int(shapes.linear_params * constants)
     how = f"{_count(shapes.linear_params)} x (0.5 B / {gpus} + {constants:.3f} B)"

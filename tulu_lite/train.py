@@ -510,7 +510,9 @@ def gathered_adapter(trainer) -> dict | None:
     return full if trainer.is_world_process_zero() else None
 
 
-def write_output(recipe: Recipe, trainer, tokenizer, metrics: dict, *, force: bool, adapter: dict | None = None) -> None:
+def write_output(
+    recipe: Recipe, trainer, tokenizer, metrics: dict, *, force: bool, adapter: dict | None = None
+) -> None:
     """Adapter, tokenizer, resolved recipe, base record, metrics and loss curve, all at once or not at all.
 
     `adapter` is the LoRA state gathered from FSDP shards (`gathered_adapter`); None means the model holds it.

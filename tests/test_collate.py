@@ -275,3 +275,28 @@ def test_sampler_feeds_a_dataloader_over_an_arrow_dataset():
     assert len(rows) == len(sampler)
     assert sum(row["input_ids"].shape[1] for row in rows) == sum(len(e["input_ids"]) for e in examples)
     assert all(row["input_ids"].shape[1] <= 32 for row in rows)
+
+
+def test_epoch_reaches_the_sampler_under_data_parallel_resume():
+    """After `--resume` in epoch >= 1 of a data-parallel run, accelerate has wrapped the sampler twice
+    (SkipBatchSampler(BatchSamplerShard(ours))) and its `set_epoch` no longer reaches it; SamplerEpoch does.
+    (tests/test_distributed.py checks the whole thing with two processes.)"""
+    from accelerate.data_loader import BatchSamplerShard, DataLoaderShard, SkipBatchSampler
+    from transformers import TrainerControl, TrainerState
+
+    from tulu_lite.train import SamplerEpoch
+
+    lengths = torch.randint(5, 60, (40,), generator=torch.Generator().manual_seed(2)).tolist()
+    sampler = TokenBudgetBatchSampler(lengths, 120, seed=3)
+    reference = TokenBudgetBatchSampler(lengths, 120, seed=3)
+    reference.set_epoch(1)
+    epoch_1 = list(reference)
+    resumed = SkipBatchSampler(BatchSamplerShard(sampler, num_processes=2, process_index=0), skip_batches=1)
+    loader = DataLoaderShard(list(range(40)), batch_sampler=resumed, collate_fn=lambda rows: rows)
+
+    loader.set_epoch(1)  # what Trainer does: accelerate stops one level short
+    assert sampler.epoch == 0
+    SamplerEpoch(sampler).on_epoch_begin(None, TrainerState(epoch=1.4), TrainerControl())
+    assert sampler.epoch == 1
+    # process 0 takes every other epoch-1 batch, after the one it trained before the crash
+    assert list(loader) == epoch_1[0::2][1:]

@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 from tulu_lite import cli
 from tulu_lite.cli import app
 from tulu_lite.config import Recipe, load_recipe
-from tulu_lite.plan import estimate_memory, lora_param_count, plan, shapes_from_config
+from tulu_lite.plan import data_stats, estimate_memory, lora_param_count, plan, shapes_from_config
+
+from cli_cases import BadInput, check_bad_input
 
 DEMO = Path(__file__).resolve().parents[1] / "tulu_lite" / "assets" / "demo" / "train.jsonl"
 
@@ -36,23 +38,69 @@ def test_lora_count_matches_peft_on_a_grouped_query_model():
     assert lora_param_count(shapes_from_config(config), recipe) == trainable
 
 
-def test_llama_7b_figures():
-    config = LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                         num_attention_heads=32)
-    recipe = recipe_for(quantization={"quant_type": "nf4", "double_quant": True},
-                        data={"train_files": ["x"], "max_seq_length": 2048},
-                        training={"per_device_batch_size": 1}, lora={"r": 64})
-    shapes = shapes_from_config(config)
+LLAMA_7B = LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                       num_attention_heads=32)
+
+
+def qlora_7b(**training):
+    """recipes/tulu_v1_7b_qlora.yaml's shape: nf4 + double quantization, r=64 on all 7 linears, dropout 0.1,
+    4 x 2048 tokens per micro-batch, padding-free."""
+    return recipe_for(quantization={"quant_type": "nf4", "double_quant": True},
+                      data={"train_files": ["x"], "max_seq_length": 2048},
+                      training={"per_device_batch_size": 4, **training}, lora={"r": 64, "dropout": 0.1})
+
+
+def test_llama_7b_qlora_estimate_is_the_formula():
+    """The 7B recipe, the formula written out: what PEFT, bitsandbytes, autocast, TRL's head and sdpa allocate."""
+    h, i, kv, V, L, T, r = 4096, 11008, 4096, 32000, 32, 8192, 64
+    c, s = 2, 4  # bf16 compute; fp32 hidden states (PEFT upcasts embeddings, norms; Linear4bit keeps the input dtype)
+    p_lin = L * (2 * h * h + 2 * h * kv + 3 * h * i)
+    p_oth = 2 * V * h + (2 * L + 1) * h
+    p_lora = L * r * ((h + h) + 2 * (h + kv) + (h + h) + 2 * (h + i) + (i + h))
+    weights = int(p_lin * (0.5 + 1 / 64 + 4 / (64 * 256))) + p_oth * 4
+    lora = p_lora * 16 + p_lora * c  # fp32 weight, grad, 2 AdamW moments + autocast's bf16 copy
+    head = T * h * (s + 4) + 4096 * (32768 + h) * c + V * h * c  # hidden, fp32 grad, tile + chunk, lm_head cast
+    mask = T * T * (1 + c)  # boolean block-diagonal mask + SDPA's additive copy
+    lora_inputs = 6 * h + i  # q, k, v, o, gate, up take h; down takes i
+    layer = T * (s * (5 * h + 2 * kv + 4 * i) + c * (2 * h + kv) + lora_inputs * (c + 1))
+    expected = weights + lora + head + mask + int(0.75 * 1024**3) + L * s * T * h + layer
+
+    shapes = shapes_from_config(LLAMA_7B)
     assert shapes.linear_params + shapes.other_params == 6_738_415_616  # LLaMA-7B's parameter count
-    memory = estimate_memory(shapes, recipe)
-    assert memory.lora_params == 159_907_840  # QLoRA r=64 on all linear layers of LLaMA-7B
+    memory = estimate_memory(shapes, qlora_7b())
+    assert memory.lora_params == p_lora == 159_907_840  # QLoRA r=64 on all linear layers of LLaMA-7B
+    assert memory.total_with_checkpointing == expected
+    assert expected / 1024**3 == pytest.approx(15.70, abs=0.005)  # the figure in the recipe header and README
+    assert memory.total_without_checkpointing == expected - (L * s * T * h + layer) + L * layer
     rows = {name: size for name, size, _ in memory.rows}
-    assert rows["base weights, 4-bit nf4"] == int(6_476_005_376 * (0.5 + 1 / 64 + 4 / (64 * 256)))
-    assert memory.total_with_checkpointing < memory.total_without_checkpointing
-    longer = estimate_memory(shapes, recipe_for(**{**recipe.model_dump(), "data": {"train_files": ["x"],
-                                                                                     "max_seq_length": 4096}}))
-    grown = longer.total_with_checkpointing - memory.total_with_checkpointing
-    assert grown == rows["activations, checkpointing"] + rows["LM head (chunked log-probs)"]  # linear in tokens
+    assert rows["attention mask (sdpa)"] == mask and rows["LM head (TRL chunked log-probs)"] == head
+    # flash-attention has no mask to build
+    flash = estimate_memory(shapes, qlora_7b(), attention="flash_attention_2")
+    assert flash.total_with_checkpointing == expected - mask
+
+
+def test_fsdp_divides_what_it_shards():
+    """--gpus 2: 4-bit weights (stored in bf16, nothing upcast), LoRA state and the rest are halved; activations,
+    head, mask are not; two gathered layers are added; the whole 4-bit base sits on each GPU while loading."""
+    h, i, kv, V, L, T, r, n = 4096, 11008, 4096, 32000, 32, 8192, 64, 2
+    c = s = m = 2
+    p_lin = L * (2 * h * h + 2 * h * kv + 3 * h * i)
+    p_oth = 2 * V * h + (2 * L + 1) * h
+    p_lora = L * r * ((h + h) + 2 * (h + kv) + (h + h) + 2 * (h + i) + (i + h))
+    constants = 1 / 64 + 4 / (64 * 256)
+    weights = int(p_lin * 0.5) // n + int(p_lin * constants) + p_oth * m // n
+    lora = p_lora * 16 // n
+    gathered = 2 * int(p_lin // L * 0.5 + 2 * h * m + p_lora // L * 4)
+    head = T * h * (s + 4) + 4096 * (32768 + h) * c  # lm_head already bf16: no cast copy
+    mask = T * T * (1 + c)
+    layer = T * (s * (5 * h + 2 * kv + 4 * i) + c * (2 * h + kv) + (6 * h + i) * (c + 1))
+    training = weights + lora + gathered + head + mask + int(0.75 * 1024**3) + L * s * T * h + layer
+    loading = int(p_lin * (0.5 + constants)) + p_oth * m + int(0.75 * 1024**3)
+
+    memory = estimate_memory(shapes_from_config(LLAMA_7B), qlora_7b(), gpus=n)
+    assert memory.gpus == n and memory.loading_peak == loading
+    assert memory.total_with_checkpointing == max(training, loading) == training
+    assert training < estimate_memory(shapes_from_config(LLAMA_7B), qlora_7b()).total_with_checkpointing
 
 
 def test_4bit_weight_estimate_matches_a_quantized_model(tmp_path, monkeypatch, llama_tokenizer):
@@ -92,6 +140,9 @@ def test_plan_counts_tokens_like_the_encoder(monkeypatch, tmp_path):
     assert result.data.trained_tokens == report.trained_tokens
     assert result.data.steps_per_epoch == math.ceil(math.ceil(114 / 8) / 2)
     assert result.data.total_steps == 3 * result.data.steps_per_epoch
+    # on 3 GPUs each takes every third micro-batch (accelerate evens them out): ceil(ceil(15 / 3) / 2) steps
+    three = data_stats(recipe, [len(ids) for ids in dataset["input_ids"]], report, gpus=3)
+    assert three.steps_per_epoch == math.ceil(math.ceil(math.ceil(114 / 8) / 3) / 2) == 3
 
 
 def test_plan_command_prints_tables(tmp_path, monkeypatch):
@@ -107,3 +158,28 @@ def test_plan_command_prints_tables(tmp_path, monkeypatch):
                  "4 examples per micro-batch"):
         assert text in result.output
     assert load_recipe(path).quantization is not None
+
+
+def test_plan_for_several_gpus_is_fsdp(tmp_path, monkeypatch):
+    monkeypatch.setenv("TULU_LITE_CACHE", str(tmp_path))
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"model": {"name_or_path": "tiny-llama"}, "quantization": {"quant_type": "nf4"},
+                                    "data": {"train_files": [str(DEMO)], "max_seq_length": 128}, "output_dir": "o"}))
+    monkeypatch.setattr(cli.console, "_width", 200)
+    result = CliRunner().invoke(app, ["plan", str(path), "--skip-data", "--gpus", "2"])
+    assert result.exit_code == 0, result.output
+    for text in ("FSDP over 2 GPUs", "x 2 GPUs = 2 examples", "peak while loading", "FSDP: 2 gathered decoder layers",
+                 "attention sdpa"):
+        assert text in result.output
+
+
+BAD_INPUT = [
+    BadInput("no-gpus", ["plan", "{tmp}/r.yaml", "--skip-data", "--gpus", "0"], r"--gpus: expected a positive",
+             setup=lambda tmp: (tmp / "r.yaml").write_text(yaml.safe_dump(
+                 {"model": {"name_or_path": "tiny-llama"}, "data": {"train_files": [str(DEMO)]}, "output_dir": "o"}))),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUT, ids=str)
+def test_bad_input(case, tmp_path):
+    check_bad_input(case, tmp_path)

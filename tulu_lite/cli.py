@@ -195,7 +195,8 @@ def train_command(
     loaded = load_recipe(recipe, set_)
     from tulu_lite.train import device_summary, train
 
-    console.print(f"[bold]tulu-lite train[/] {recipe} on {device_summary()} → {loaded.output_dir}", highlight=False)
+    console.print(f"[bold]tulu-lite train[/] {recipe} on {device_summary(loaded)} → {loaded.output_dir}",
+                  highlight=False)
     result = train(loaded, resume=resume, force=force, console=console)
     metrics = result.metrics
     if result.main_process:
@@ -212,12 +213,14 @@ def plan_command(
     recipe: Path = typer.Argument(..., help="Recipe YAML."),
     set_: list[str] = typer.Option([], "--set", help=_SET_HELP),
     skip_data: bool = typer.Option(False, "--skip-data", help="Only the memory estimate (do not encode the data)."),
+    gpus: int = typer.Option(1, "--gpus", help="GPUs to plan for: more than 1 means FSDP (recipes/accelerate/"
+                             "fsdp.yaml), which shards weights, LoRA state and optimizer across them."),
 ) -> None:
     """Token counts and a GPU memory estimate for a recipe, before loading any weights."""
     from tulu_lite.config import load_recipe
     from tulu_lite.plan import plan, render_plan
 
-    report = plan(load_recipe(recipe, set_), with_data=not skip_data)
+    report = plan(load_recipe(recipe, set_), with_data=not skip_data, gpus=gpus)
     render_plan(report, console)
 
 

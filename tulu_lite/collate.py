@@ -8,9 +8,11 @@ examples out, in one of two ways chosen by `data.padding_free`:
   `eos`, and a real `eos` must keep its label).
 - padding-free: every example of the batch concatenated into a single row, `position_ids` restarting at 0 at
   each example and no `attention_mask`. transformers (>= 5, `masking_utils.find_packed_sequence_indices`) turns
-  restarting `position_ids` into a block-diagonal causal mask for sdpa, eager and flex attention; flash-attention
-  runs its varlen kernel on the `cu_seq_lens_*` / `max_length_*` given here (or derives them from the positions).
-  So no token ever attends to another example, and no FLOPs are spent on padding.
+  restarting `position_ids` into a block-diagonal causal mask for sdpa, eager and flex attention (for sdpa and
+  eager a dense T x T boolean mask: correct, but T^2 memory and attention work over the whole row); flash-attention
+  runs its varlen kernel on the `cu_seq_lens_*` / `max_length_*` given here (or derives them from the positions),
+  attending only within each example, which is why `model.attn_implementation: auto` picks it when it can run.
+  Either way no token attends to another example, and no FLOPs are spent on padding.
 
 Both layouts give exactly the same loss and gradients (tests/test_collate.py checks it on a tiny LLaMA, with
 LoRA and with 4-bit nf4). The causal-LM loss predicts `labels[t + 1]` from position `t`, so the first token of
@@ -155,9 +157,13 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
     """A DataLoader `batch_sampler` yielding token-budget batches (see `token_budget_batches`).
 
     The batches are built once, so `len()` (which Trainer uses to size the LR schedule) never changes and a
-    resumed run replays the same batches; their order is reshuffled every epoch (`set_epoch`, called by
-    Trainer through accelerate). Gradient accumulation over batches of different sizes stays exact because
-    Trainer normalizes the loss by `num_items_in_batch`, the label count over all accumulated micro-batches.
+    resumed run replays the same batches; their order is reshuffled every epoch by `set_epoch`, which
+    `tulu_lite.train.SamplerEpoch` calls at every epoch start (Trainer's own call does not reach the sampler once
+    accelerate has wrapped it twice: `BatchSamplerShard` for data parallel, then `SkipBatchSampler` on resume).
+    Under data parallel accelerate deals the batches out in turn (batch k to process k mod N), so every process
+    must see the same order: it depends only on the seed and the epoch. Gradient accumulation over batches of
+    different sizes stays exact because Trainer normalizes the loss by `num_items_in_batch`, the label count over
+    all accumulated micro-batches.
     """
 
     def __init__(

@@ -32,6 +32,10 @@ from tulu_lite.outputs import atomic_file
 TINY_LLAMA_NAME = "tiny-llama"  # same value as tulu_lite.model.TINY_LLAMA_NAME (kept torch-free here)
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+# transformers' attention implementations (modeling_utils.AttentionInterface); "auto" picks the fastest exact one.
+AttnImplementation = Literal[
+    "auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention"
+]
 
 
 class _Section(BaseModel):
@@ -48,7 +52,10 @@ class TinyModelConfig(_Section):
 
 class ModelConfig(_Section):
     name_or_path: str
+    # "auto": bfloat16 on a GPU that has it natively, float16 on older GPUs, float32 on CPU (model.resolve_dtype).
     dtype: Dtype = "auto"
+    # "auto": flash-attention when installed and the GPU and dtype allow it, else sdpa (model.choose_attention).
+    attn_implementation: AttnImplementation = "auto"
     chat_template: Literal["tulu", "native"] = "tulu"
     # Tokenizer directory; None means the model's own (or, for tiny-llama, the bundled LLaMA tokenizer).
     tokenizer: Path | None = None
@@ -74,7 +81,7 @@ class ModelConfig(_Section):
 
 
 class QuantizationConfig(_Section):
-    """4-bit loading through bitsandbytes (QLoRA). ``compute_dtype: auto``: bfloat16 on a GPU that has it, else fp32."""
+    """4-bit loading through bitsandbytes (QLoRA). ``compute_dtype: auto`` is resolved like ``model.dtype``."""
 
     load_in_4bit: Literal[True] = True
     quant_type: Literal["nf4", "fp4"] = "nf4"

@@ -240,8 +240,10 @@ def _training_tokenizer(model_cfg: ModelConfig):
 
 
 def _merge_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    if name is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name is None:  # bf16 on a GPU that computes it natively, fp16 on older ones (V100, T4), fp32 on CPU
+        from tulu_lite.model import choose_dtype, native_bf16
+
+        return choose_dtype("auto", cuda=device.type == "cuda", bf16_native=device.type == "cuda" and native_bf16())
     if name not in MERGE_DTYPES:
         raise TuluError(f"--dtype: expected one of {', '.join(MERGE_DTYPES)}, got {name!r}")
     return getattr(torch, name)

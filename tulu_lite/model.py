@@ -13,7 +13,14 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from tulu_lite.config import TINY_LLAMA_NAME, Dtype, LoraConfig, ModelConfig, QuantizationConfig
+from tulu_lite.config import (
+    TINY_LLAMA_NAME,
+    AttnImplementation,
+    Dtype,
+    LoraConfig,
+    ModelConfig,
+    QuantizationConfig,
+)
 from tulu_lite.errors import TuluError
 
 # peft 0.21 reads the `is_gradient_checkpointing` attribute that transformers 5 deprecated (one FutureWarning per
@@ -24,7 +31,8 @@ warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprec
 # runs on a laptop CPU with no download. initializer_range=0.2 (not LLaMA's 0.02) matters: with 0.02 the frozen
 # random lm_head caps the logits and LoRA cannot teach the model anything; with 0.2 it learns a small chat task in
 # ~60 steps.
-__all__ = ["TINY_LLAMA_NAME", "tiny_llama_config", "build_tiny_llama", "resolve_dtype", "load_base_model", "add_lora"]
+__all__ = ["TINY_LLAMA_NAME", "tiny_llama_config", "build_tiny_llama", "resolve_dtype", "resolve_attention",
+           "load_base_model", "add_lora"]
 
 
 def tiny_llama_config(vocab_size: int, *, hidden_size: int = 64, num_layers: int = 2) -> LlamaConfig:
@@ -53,19 +61,127 @@ def build_tiny_llama(tokenizer: PreTrainedTokenizerBase, *, seed: int = 0, **siz
         return LlamaForCausalLM(config)
 
 
-# ---- dtypes ---------------------------------------------------------------------------------------------------
+# ---- dtypes and attention -------------------------------------------------------------------------------------
 
 
-def resolve_dtype(name: Dtype) -> torch.dtype:
-    """``auto`` is bfloat16 on an accelerator that has it and float32 otherwise (bf16 is ~4x slower on CPU)."""
-    has_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+def native_bf16() -> bool:
+    """Whether the current GPU computes in bfloat16 natively (compute capability >= 8.0, or ROCm).
+
+    `torch.cuda.is_bf16_supported()` also answers True on a V100 or T4, where bf16 is emulated (it only checks that
+    a bf16 tensor can be created: torch/cuda/__init__.py, `is_bf16_supported(including_emulation=True)`);
+    training there in bf16 is many times slower than fp16, so only the native answer counts.
+    """
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def choose_dtype(name: Dtype, *, cuda: bool, bf16_native: bool, key: str = "model.dtype") -> torch.dtype:
+    """The decision behind `resolve_dtype`, on given facts (so it is testable without a GPU).
+
+    ``auto``: bfloat16 on a GPU that has it natively (Ampere and newer), float16 on older GPUs (V100, T4: fp16
+    tensor cores, no bf16), float32 on CPU (bf16 is ~4x slower there and fp16 training needs CUDA).
+    """
     if name == "auto":
-        return torch.bfloat16 if has_bf16 else torch.float32
-    if name == "bfloat16" and torch.cuda.is_available() and not has_bf16:
-        raise TuluError("model.dtype: bfloat16 is not supported by this GPU; use float16 or float32 (or auto)")
-    if name == "float16" and not torch.cuda.is_available():
-        raise TuluError("model.dtype: float16 training needs a CUDA GPU; use float32 (or auto) on CPU")
+        if not cuda:
+            return torch.float32
+        return torch.bfloat16 if bf16_native else torch.float16
+    if name == "bfloat16" and cuda and not bf16_native:
+        raise TuluError(f"{key}: bfloat16 is emulated on this GPU (compute capability below 8.0); use float16 "
+                        f"(or auto)")
+    if name == "float16" and not cuda:
+        raise TuluError(f"{key}: float16 training needs a CUDA GPU; use float32 (or auto) on CPU")
     return getattr(torch, name)
+
+
+def resolve_dtype(name: Dtype, key: str = "model.dtype") -> torch.dtype:
+    """`choose_dtype` on this machine."""
+    return choose_dtype(name, cuda=torch.cuda.is_available(), bf16_native=native_bf16(), key=key)
+
+
+def compute_dtype(model_cfg: ModelConfig, quant_cfg: QuantizationConfig | None) -> torch.dtype:
+    """The dtype matmuls run in: the 4-bit compute dtype under QLoRA, else the model's dtype."""
+    if quant_cfg is not None:
+        return resolve_dtype(quant_cfg.compute_dtype, "quantization.compute_dtype")
+    return resolve_dtype(model_cfg.dtype)
+
+
+def installed_flash_attention() -> set[str]:
+    """The flash-attention implementations transformers can run here (package installed and a CUDA device).
+
+    transformers' own checks (utils/import_utils.py, `is_flash_attn_2_available` / `is_flash_attn_3_available`),
+    without their fallback of downloading a kernel from the Hub.
+    """
+    from transformers.utils import is_flash_attn_2_available, is_flash_attn_3_available
+
+    found = set()
+    if is_flash_attn_2_available():
+        found.add("flash_attention_2")
+    if is_flash_attn_3_available():
+        found.add("flash_attention_3")
+    return found
+
+
+def choose_attention(
+    choice: AttnImplementation,
+    *,
+    cuda: bool,
+    dtype: torch.dtype,
+    capability: tuple[int, int] | None,
+    installed: set[str],
+    strict: bool = True,
+) -> str:
+    """The attention kernel for `model.attn_implementation` on given facts (testable without a GPU).
+
+    ``auto`` is the fastest exact kernel for the device and the compute dtype: flash-attention 3 on Hopper (sm90),
+    flash-attention 2 on Ampere/Ada/Hopper (sm80-sm90), both only for fp16/bf16 and only when installed; sdpa
+    everywhere else. The flash kernels matter most for padding-free rows: transformers runs them as one varlen
+    call over the collator's `cu_seq_lens` (attention over sum L^2), while sdpa and eager get a dense T x T block-
+    diagonal mask (`masking_utils.sdpa_mask`: memory T^2 and work (sum L)^2).
+
+    A flash kernel named explicitly that cannot run here is an error when `strict` (training), else ``auto``'s
+    choice (rebuilding a base to merge or evaluate it: every exact kernel gives the same result).
+    """
+    flash = choice.startswith("flash_attention")
+    if choice == "auto":
+        if not cuda or dtype not in (torch.float16, torch.bfloat16) or capability is None:
+            return "sdpa"
+        if "flash_attention_3" in installed and capability[0] == 9:
+            return "flash_attention_3"
+        if "flash_attention_2" in installed and 8 <= capability[0] <= 9:
+            return "flash_attention_2"
+        return "sdpa"
+    problem = None
+    if flash and choice in ("flash_attention_2", "flash_attention_3") and choice not in installed:
+        package = "flash-attn" if choice == "flash_attention_2" else "flash-attn-3 (flash_attn_interface)"
+        problem = f"{choice} needs a CUDA GPU and the {package} package"
+    elif flash and dtype not in (torch.float16, torch.bfloat16):
+        problem = f"{choice} computes in float16/bfloat16 only, this recipe in {str(dtype).removeprefix('torch.')}"
+    if problem is None:
+        return choice
+    if strict:
+        raise TuluError(f"model.attn_implementation: {problem}; use auto or sdpa")
+    return choose_attention("auto", cuda=cuda, dtype=dtype, capability=capability, installed=installed)
+
+
+def resolve_attention(
+    model_cfg: ModelConfig, quant_cfg: QuantizationConfig | None, *, cuda: bool | None = None, strict: bool = True
+) -> str:
+    """`choose_attention` on this machine, for a model computing in the recipe's dtype (`cuda=False`: on the CPU)."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    capability = torch.cuda.get_device_capability() if cuda else None
+    installed = installed_flash_attention() if cuda else set()
+    dtype = compute_dtype(model_cfg, quant_cfg)
+    return choose_attention(model_cfg.attn_implementation, cuda=cuda, dtype=dtype, capability=capability,
+                            installed=installed, strict=strict)
+
+
+def fsdp_launch() -> bool:
+    """Whether this process was started by `accelerate launch` with an FSDP config.
+
+    accelerate/utils/launch.py (`prepare_multi_gpu_env`) exports ACCELERATE_USE_FSDP=true; transformers reads the
+    same variable (distributed/fsdp.py, `is_fsdp_enabled`) and accelerate's Accelerator builds its FSDP plugin
+    from it.
+    """
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes")
 
 
 # ---- loading --------------------------------------------------------------------------------------------------
@@ -79,17 +195,27 @@ def load_base_model(
     With `quant_cfg` the linear layers load in 4 bits (nf4/fp4, optional double quantization) through bitsandbytes
     and the model goes through PEFT's `prepare_model_for_kbit_training` (norms and embeddings upcast to fp32,
     everything frozen). ``tiny-llama`` is built from its seed and saved to a cache directory first, then loaded
-    from there like any other base, so quantization and merging see real weights on disk.
+    from there like any other base, so quantization and merging see real weights on disk. Attention is
+    `resolve_attention` (``model.attn_implementation``) for the device the weights go to (training checks an
+    explicit choice first: `tulu_lite.train.build_model`).
+
+    Under an FSDP launch (`fsdp_launch`) the 4-bit weights are stored in the model's dtype and nothing is upcast:
+    FSDP shards a layer's parameters only when they share a floating dtype (bitsandbytes' FSDP-QLoRA guide,
+    `bnb_4bit_quant_storage`; transformers distributed/fsdp.py `update_fsdp_plugin_peft` then computes in that
+    dtype). The caller passes no `device_map` there: FSDP places the shards.
     """
     source = tiny_llama_dir(model_cfg) if model_cfg.is_tiny else model_cfg.name_or_path
     dtype = resolve_dtype(model_cfg.dtype)
-    kwargs: dict = {"dtype": dtype, "trust_remote_code": model_cfg.trust_remote_code, "device_map": device_map}
+    sharded = fsdp_launch()
+    on_gpu = torch.cuda.is_available() and not _all_on_cpu(device_map)
+    kwargs: dict = {"dtype": dtype, "trust_remote_code": model_cfg.trust_remote_code, "device_map": device_map,
+                    "attn_implementation": resolve_attention(model_cfg, quant_cfg, cuda=on_gpu, strict=False)}
     # Pickled (.bin) weights can run code when loaded; refuse them unless the recipe opts in.
     kwargs["use_safetensors"] = None if model_cfg.allow_pickle_weights else True
     if quant_cfg is not None:
-        kwargs["quantization_config"] = bits_and_bytes_config(quant_cfg)
+        kwargs["quantization_config"] = bits_and_bytes_config(quant_cfg, storage=dtype if sharded else None)
     model = _from_pretrained(source, model_cfg, kwargs)
-    if quant_cfg is not None:
+    if quant_cfg is not None and not sharded:
         from peft import prepare_model_for_kbit_training
 
         # Gradient checkpointing is switched on by the trainer (training.gradient_checkpointing), not here.
@@ -99,14 +225,22 @@ def load_base_model(
     return model
 
 
-def bits_and_bytes_config(quant_cfg: QuantizationConfig):
+def _all_on_cpu(device_map: str | dict | None) -> bool:
+    if isinstance(device_map, dict):
+        return bool(device_map) and all(str(place) == "cpu" for place in device_map.values())
+    return device_map == "cpu"
+
+
+def bits_and_bytes_config(quant_cfg: QuantizationConfig, *, storage: torch.dtype | None = None):
+    """transformers' BitsAndBytesConfig for the recipe; `storage` packs the 4-bit weights into that dtype (FSDP)."""
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=quant_cfg.quant_type,
         bnb_4bit_use_double_quant=quant_cfg.double_quant,
-        bnb_4bit_compute_dtype=resolve_dtype(quant_cfg.compute_dtype),
+        bnb_4bit_compute_dtype=resolve_dtype(quant_cfg.compute_dtype, "quantization.compute_dtype"),
+        bnb_4bit_quant_storage=storage,
     )
 
 
@@ -171,7 +305,12 @@ def tiny_llama_dir(model_cfg: ModelConfig) -> str:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{os.getpid()}-", dir=target.parent))
     sizes = {"hidden_size": model_cfg.tiny.hidden_size, "num_layers": model_cfg.tiny.num_layers}
-    build_tiny_llama(tokenizer, seed=model_cfg.tiny.seed, **sizes).save_pretrained(tmp)
+    model = build_tiny_llama(tokenizer, seed=model_cfg.tiny.seed, **sizes)
+    # Once a process group exists, transformers writes weights only on global rank 0 (distributed/mixin.py,
+    # `should_save_on_this_rank`); here whichever process comes first builds the (seeded, identical) base, and a
+    # directory without weights must never win the rename.
+    model.should_save_on_this_rank = lambda is_main_process: True
+    model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     try:
         tmp.rename(target)

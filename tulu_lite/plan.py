@@ -1,35 +1,60 @@
 """Plan: what a recipe will train on and how much GPU memory it needs, before any weights are loaded.
 
-`plan(recipe)` encodes the data (the same Arrow-cached encoding `train` uses, so nothing is done twice) and reads
-only the model's config. `estimate_memory` is a closed formula over that config; all sizes are per GPU (a
-data-parallel launch replicates everything on every GPU).
+`plan(recipe, gpus=N)` encodes the data (the same Arrow-cached encoding `train` uses, so nothing is done twice) and
+reads only the model's config. `estimate_memory` is a closed formula over that config, per GPU: one GPU, or each GPU
+of a data-parallel launch (which replicates everything), or with `gpus` > 1 each GPU of an FSDP launch
+(recipes/accelerate/fsdp.yaml), which divides what FSDP shards.
 
 Notation: L layers, h hidden size, i intermediate (MLP) size, kv = key/value width (num_key_value_heads x
-head_dim), V vocabulary, r LoRA rank, T tokens in one micro-batch, a bytes per activation element (2 for
-bf16/fp16, 4 for fp32).
+head_dim), V vocabulary, r LoRA rank, T tokens in one micro-batch, W the width of an attention row (T for a
+padding-free row, max_seq_length for padded rows), N GPUs. Bytes: c of the compute dtype (2 for bf16/fp16), m of the
+model dtype, s of the hidden states flowing between layers.
 
     linear params       P_lin = L (2 h^2 + 2 h kv + 3 h i)        (q, o: h x h; k, v: h x kv; gate, up, down: h x i)
     other params        P_oth = V h (embeddings) + V h (lm_head, unless tied) + (2L + 1) h (norms)
 
-    weights, 4-bit      P_lin x (0.5 + c) bytes, c = 4/64 (one fp32 absmax per 64-weight block)
-                        or c = 1/64 + 4/(64 x 256) with double quantization (8-bit absmax, fp32 per 256 blocks),
-                        + P_oth x 4 bytes (prepare_model_for_kbit_training upcasts them to fp32)
-    weights, no quant   (P_lin + P_oth) x bytes(model dtype)
+    weights, 4-bit      P_lin x (0.5 + q), q = 4/64 (one fp32 absmax per 64-weight block) or, with double
+                        quantization, 1/64 + 4/(64 x 256) (8-bit absmax, one fp32 per 256 blocks);
+                        + P_oth x 4: PEFT's `prepare_model_for_kbit_training` upcasts everything not 4-bit to fp32
+    weights, no quant   (P_lin + P_oth) x m
     LoRA params         P_lora = L x sum over target modules of r (in + out)
     LoRA training       P_lora x 16 bytes: fp32 weights 4 + fp32 gradients 4 + AdamW moments 8
-    activations / layer A = a x T x (7h + 3kv + 4i + D), D = sum of the inputs' widths of the LoRA targets when
-                        lora.dropout > 0 (dropout keeps a copy of each input), else 0.
-                        Attention: residual h, normed h, q/k/v h + 2kv, rotated q/k h + kv, output h; MLP:
-                        residual h, normed h, gate/up/act/product 4i. With SDPA / flash attention there is no
-                        T^2 score matrix to keep.
+                        + P_lora x c: autocast keeps a compute-dtype copy of every fp32 weight it casts (its cast
+                        cache lives as long as the forward)
+    hidden states       s = 4 under QLoRA: the upcast embeddings and norms make the stream fp32, and bitsandbytes'
+                        Linear4bit returns its input's dtype (bitsandbytes/nn/modules.py, `Linear4bit.forward`);
+                        s = m without quantization (and under FSDP, where nothing is upcast)
+    activations / layer A = T x (s (5h + 2kv + 4i) + c (2h + kv) + D d): in the stream's dtype the residual h,
+                        normed h, q/k/v h + 2kv, MLP residual h, normed h, gate/up/act/product 4i; in the compute
+                        dtype (the attention kernel casts under autocast) rotated q/k h + kv and the attention output
+                        h. D = sum of the LoRA targets' input widths: lora_A keeps its own copy of its input when it
+                        differs from the layer's (d = c + 1 with dropout: the dropped-out input in c bytes + a 1-byte
+                        mask; d = c without dropout when s != c, the autocast copy; else 0)
+                        eager attention adds heads x T x W x (4 + c) (fp32 softmax kept + its cast)
     activations         without gradient checkpointing: L x A
-                        with gradient checkpointing:   L x a x T x h (each layer's input) + A (one layer recomputed)
-    LM head             a x T x h: TRL computes the log-probabilities in chunks, so the T x V logits are never held
-                        at once on a GPU
+                        with gradient checkpointing:   L x s x T x h (each layer's input) + A (one layer recomputed)
+    attention mask      sdpa / eager on a padding-free or padded batch: transformers builds a boolean T x W mask
+                        (masking_utils.sdpa_mask) and torch's SDPA turns it into an additive one in the compute
+                        dtype for the memory-efficient kernel (aten convert_boolean_attn_mask): T x W x (1 + c).
+                        flash-attention (and flex) need none: `auto` counts as sdpa unless flash-attention is
+                        installed on this machine's GPU
+    LM head             TRL's chunked log-probabilities (trl/kernels/chunked_logprob.py) keep the final hidden
+                        states (T x h x s), build an fp32 gradient for them (T x h x 4), a tile buffer of
+                        min(T, 4096) x 32768 logits plus the hidden chunk (x c), and a compute-dtype copy of the
+                        lm_head weight (min(V, 32768) x h x c) when lm_head is stored in another dtype (fp32 under
+                        QLoRA)
     CUDA overhead       0.75 GiB (context, cuBLAS workspace, allocator slack); a rough constant
+
+With FSDP over N GPUs (N > 1) the 4-bit weights are stored in the model dtype and nothing is upcast (s = m), FSDP
+divides the weights (not the 4-bit constants, which live outside the parameters), the LoRA weights, gradients and
+AdamW state by N, computes LoRA in the compute dtype on gathered copies (no autocast copies), and adds two gathered
+decoder layers (the one computing and the one prefetched). A 4-bit base is quantized whole on every GPU before
+FSDP shards it (transformers only loads on process 0 alone for unquantized models: modeling_utils.py,
+`_move_missing_keys_from_meta_to_device`), so the plan's total is the larger of training and that loading peak.
 
 T is the worst case of one micro-batch: per_device_batch_size x max_seq_length, or training.max_tokens_per_batch
 when set. Real peaks also depend on fragmentation and kernels; treat the total as a planning figure (+-20%).
+benchmarks/gpu_check.py measures the peak on a real GPU against this estimate.
 """
 
 from __future__ import annotations
@@ -46,6 +71,11 @@ from tulu_lite.errors import TuluError
 GIB = 1024**3
 CUDA_OVERHEAD = int(0.75 * GIB)
 LORA_BYTES_PER_PARAM = 16
+# TRL's chunked log-prob head: tokens per tile (trl/kernels/chunked_logprob.py, TOKEN_CHUNK_SIZE) and vocabulary
+# columns per tile (trl/trainer/utils.py, _CHUNKED_LOGPROB_CHUNK_SIZE).
+HEAD_TOKEN_TILE = 4096
+HEAD_VOCAB_TILE = 32768
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 @dataclass
@@ -58,6 +88,7 @@ class Shapes:
     kv: int
     vocab: int
     tied: bool
+    head_dim: int = 128
 
     def module_dims(self) -> dict[str, tuple[int, int]]:
         """(in, out) of each LLaMA-style linear layer."""
@@ -76,11 +107,14 @@ class Shapes:
 
 @dataclass
 class MemoryEstimate:
-    rows: list[tuple[str, int, str]]  # (component, bytes, how it was computed)
+    rows: list[tuple[str, int, str]]  # (component, bytes per GPU, how it was computed)
     lora_params: int
     tokens_per_micro_batch: int
     total_without_checkpointing: int
     total_with_checkpointing: int
+    gpus: int = 1
+    attention: str = "sdpa"
+    loading_peak: int = 0  # FSDP + 4-bit: the whole quantized base on every GPU before sharding
 
 
 @dataclass
@@ -105,18 +139,36 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
-def plan(recipe: Recipe, *, with_data: bool = True) -> Plan:
-    """Token counts (when `with_data`) and the memory estimate for `recipe`, reading only the model's config."""
+def plan(recipe: Recipe, *, with_data: bool = True, gpus: int = 1) -> Plan:
+    """Token counts (when `with_data`) and the memory estimate for `recipe` on `gpus` GPUs (FSDP when > 1),
+    reading only the model's config."""
     from tulu_lite.model import load_recipe_tokenizer
 
+    if gpus < 1:
+        raise TuluError(f"--gpus: expected a positive number of GPUs, got {gpus}")
     shapes = model_shapes(recipe)
-    result = Plan(recipe=recipe, shapes=shapes, memory=estimate_memory(shapes, recipe))
+    memory = estimate_memory(shapes, recipe, gpus=gpus, attention=planned_attention(recipe))
+    result = Plan(recipe=recipe, shapes=shapes, memory=memory)
     if with_data:
         from tulu_lite.train import encode_training_data
 
         dataset, report = encode_training_data(recipe, load_recipe_tokenizer(recipe.model))
-        result.data = data_stats(recipe, [len(ids) for ids in dataset["input_ids"]], report)
+        result.data = data_stats(recipe, [len(ids) for ids in dataset["input_ids"]], report, gpus=gpus)
     return result
+
+
+def planned_attention(recipe: Recipe) -> str:
+    """The recipe's attention, with ``auto`` resolved as it would be on this machine's GPU (sdpa without one)."""
+    choice = recipe.model.attn_implementation
+    if choice != "auto":
+        return choice
+    import torch
+
+    if not torch.cuda.is_available():
+        return "sdpa"
+    from tulu_lite.model import resolve_attention
+
+    return resolve_attention(recipe.model, recipe.quantization)
 
 
 def model_shapes(recipe: Recipe) -> Shapes:
@@ -146,7 +198,8 @@ def shapes_from_config(config) -> Shapes:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     return Shapes(layers=config.num_hidden_layers, hidden=config.hidden_size, intermediate=config.intermediate_size,
-                  kv=kv_heads * head_dim, vocab=config.vocab_size, tied=bool(config.tie_word_embeddings))
+                  kv=kv_heads * head_dim, vocab=config.vocab_size, tied=bool(config.tie_word_embeddings),
+                  head_dim=head_dim)
 
 
 def lora_param_count(shapes: Shapes, recipe: Recipe) -> int:
@@ -157,40 +210,114 @@ def lora_param_count(shapes: Shapes, recipe: Recipe) -> int:
     return shapes.layers * sum(recipe.lora.r * sum(dims[name]) for name in recipe.lora.target_modules)
 
 
-def estimate_memory(shapes: Shapes, recipe: Recipe) -> MemoryEstimate:
-    """The formula of the module docstring, row by row."""
+def estimate_memory(shapes: Shapes, recipe: Recipe, *, gpus: int = 1, attention: str = "sdpa") -> MemoryEstimate:
+    """The formula of the module docstring, row by row, per GPU (FSDP over `gpus` when more than one)."""
+    fsdp = gpus > 1
     quant = recipe.quantization
-    act_bytes = 4 if _compute_dtype(recipe) == "float32" else 2
-    rows: list[tuple[str, int, str]] = []
-    if quant is not None:
-        constants = (1 / 64 + 4 / (64 * 256)) if quant.double_quant else 4 / 64
-        rows.append((f"base weights, 4-bit {quant.quant_type}", int(shapes.linear_params * (0.5 + constants)),
-                     f"{_count(shapes.linear_params)} linear params x {0.5 + constants:.3f} B"))
-        rows.append(("embeddings, lm_head, norms (fp32)", shapes.other_params * 4,
-                     f"{_count(shapes.other_params)} params x 4 B"))
-    else:
-        width = 4 if _model_dtype(recipe) == "float32" else 2
-        total = shapes.linear_params + shapes.other_params
-        rows.append((f"base weights ({_model_dtype(recipe)})", total * width, f"{_count(total)} params x {width} B"))
+    c = DTYPE_BYTES[_compute_dtype(recipe)]
+    m = DTYPE_BYTES[_model_dtype(recipe)]
+    s = 4 if quant is not None and not fsdp else m  # the hidden-state stream (see the module docstring)
+    tokens, width = _micro_batch_tokens(recipe), _attention_width(recipe)
     lora = lora_param_count(shapes, recipe)
-    rows.append(("LoRA weights + grads + AdamW", lora * LORA_BYTES_PER_PARAM, f"{_count(lora)} params x 16 B"))
-    tokens = _micro_batch_tokens(recipe)
-    dims = shapes.module_dims()
-    dropout_copies = sum(dims[name][0] for name in recipe.lora.target_modules) if recipe.lora.dropout > 0 else 0
-    per_layer = act_bytes * tokens * (7 * shapes.hidden + 3 * shapes.kv + 4 * shapes.intermediate + dropout_copies)
-    checkpointed = shapes.layers * act_bytes * tokens * shapes.hidden + per_layer
-    head = act_bytes * tokens * shapes.hidden
-    rows.append(("LM head (chunked log-probs)", head, f"{tokens:,} tokens x h"))
+    rows = _weight_rows(shapes, recipe, gpus, m)
+    rows.append(("LoRA weights + grads + AdamW", lora * LORA_BYTES_PER_PARAM // gpus,
+                 f"{_count(lora)} params x 16 B" + (f" / {gpus} GPUs" if fsdp else "")))
+    if fsdp:
+        rows.append(("FSDP: 2 gathered decoder layers", 2 * _layer_bytes(shapes, recipe, m, lora),
+                     "the layer computing + the one prefetched"))
+    elif c < 4:
+        rows.append(("LoRA weights cast by autocast", lora * c, f"{_count(lora)} params x {c} B"))
+    lm_head_bytes = 4 if quant is not None and not fsdp else m
+    rows.append(("LM head (TRL chunked log-probs)", _head_bytes(shapes, tokens, s, c, lm_head_bytes),
+                 f"{tokens:,} tokens: hidden + fp32 grad + tiles"))
+    if attention in ("sdpa", "eager"):
+        rows.append((f"attention mask ({attention})", tokens * width * (1 + c), f"{tokens:,} x {width:,} x {1 + c} B"))
     rows.append(("CUDA context + workspace", CUDA_OVERHEAD, "constant"))
+    per_layer = _layer_activations(shapes, recipe, tokens, width, s, c, attention)
+    checkpointed = shapes.layers * s * tokens * shapes.hidden + per_layer
     fixed = sum(size for _, size, _ in rows)
+    loading = _loading_peak(shapes, recipe, m) if fsdp and quant is not None else 0
     return MemoryEstimate(
         rows=rows + [("activations, no checkpointing", shapes.layers * per_layer, f"L x {_bytes(per_layer)}"),
-                     ("activations, checkpointing", checkpointed, "layer inputs + one layer")],
+                     ("activations, checkpointing", checkpointed, f"layer inputs ({s} B) + one layer")],
         lora_params=lora,
         tokens_per_micro_batch=tokens,
-        total_without_checkpointing=fixed + shapes.layers * per_layer,
-        total_with_checkpointing=fixed + checkpointed,
+        total_without_checkpointing=max(fixed + shapes.layers * per_layer, loading),
+        total_with_checkpointing=max(fixed + checkpointed, loading),
+        gpus=gpus,
+        attention=attention,
+        loading_peak=loading,
     )
+
+
+def _quant_constants(recipe: Recipe) -> float:
+    """Bytes of quantization constants per 4-bit weight (absmax per 64-weight block, optionally quantized again)."""
+    return (1 / 64 + 4 / (64 * 256)) if recipe.quantization.double_quant else 4 / 64
+
+
+def _weight_rows(shapes: Shapes, recipe: Recipe, gpus: int, m: int) -> list[tuple[str, int, str]]:
+    """The frozen base: 4-bit linear weights (+ constants) and the rest, or everything in the model dtype."""
+    quant, share = recipe.quantization, (f" / {gpus} GPUs" if gpus > 1 else "")
+    if quant is None:
+        total = shapes.linear_params + shapes.other_params
+        return [(f"base weights ({_model_dtype(recipe)})", total * m // gpus, f"{_count(total)} params x {m} B{share}")]
+    constants = _quant_constants(recipe)
+    if gpus == 1:
+        packed = int(shapes.linear_params * (0.5 + constants))
+        how = f"{_count(shapes.linear_params)} linear params x {0.5 + constants:.3f} B"
+        return [(f"base weights, 4-bit {quant.quant_type}", packed, how),
+                ("embeddings, lm_head, norms (fp32)", shapes.other_params * 4,
+                 f"{_count(shapes.other_params)} params x 4 B")]
+    # Under FSDP the packed weights are sharded; their constants (bitsandbytes' quant_state) are not parameters.
+    packed = int(shapes.linear_params * 0.5) // gpus + int(shapes.linear_params * constants)
+    how = f"{_count(shapes.linear_params)} x (0.5 B / {gpus} + {constants:.3f} B)"
+    return [(f"base weights, 4-bit {quant.quant_type}", packed, how),
+            (f"embeddings, lm_head, norms ({_model_dtype(recipe)})", shapes.other_params * m // gpus,
+             f"{_count(shapes.other_params)} params x {m} B{share}")]
+
+
+def _layer_bytes(shapes: Shapes, recipe: Recipe, m: int, lora: int) -> int:
+    """One decoder layer's parameters as FSDP gathers them (4-bit packed in the model dtype, LoRA in fp32)."""
+    linear = shapes.linear_params // shapes.layers
+    weights = linear * 0.5 if recipe.quantization is not None else linear * m
+    return int(weights + 2 * shapes.hidden * m + lora // shapes.layers * 4)
+
+
+def _loading_peak(shapes: Shapes, recipe: Recipe, m: int) -> int:
+    """The whole 4-bit base on one GPU (every process quantizes it before FSDP shards it) + CUDA overhead."""
+    packed = int(shapes.linear_params * (0.5 + _quant_constants(recipe)))
+    return packed + shapes.other_params * m + CUDA_OVERHEAD
+
+
+def _head_bytes(shapes: Shapes, tokens: int, s: int, c: int, lm_head_bytes: int) -> int:
+    """TRL's chunked log-prob head: kept hidden states, their fp32 gradient, one tile, the cast lm_head chunk."""
+    tile = min(tokens, HEAD_TOKEN_TILE) * (HEAD_VOCAB_TILE + shapes.hidden) * c
+    cast = min(shapes.vocab, HEAD_VOCAB_TILE) * shapes.hidden * c if lm_head_bytes != c else 0
+    return tokens * shapes.hidden * (s + 4) + tile + cast
+
+
+def _layer_activations(shapes: Shapes, recipe: Recipe, tokens: int, width: int, s: int, c: int, attention: str) -> int:
+    """A: what one decoder layer keeps for its backward pass (module docstring)."""
+    dims = shapes.module_dims()
+    lora_inputs = sum(dims[name][0] for name in recipe.lora.target_modules)
+    if recipe.lora.dropout > 0:
+        copy = c + 1
+    else:
+        copy = c if s != c else 0
+    stream = 5 * shapes.hidden + 2 * shapes.kv + 4 * shapes.intermediate
+    attention_part = 2 * shapes.hidden + shapes.kv  # rotated q/k and the attention output, in the kernel's dtype
+    per_layer = tokens * (s * stream + c * attention_part + lora_inputs * copy)
+    if attention == "eager":
+        heads = shapes.hidden // max(1, shapes.head_dim)
+        per_layer += heads * tokens * width * (4 + c)
+    return per_layer
+
+
+def _attention_width(recipe: Recipe) -> int:
+    """How many keys one query row spans: the whole packed row, or one padded example."""
+    if recipe.data.padding_free:
+        return _micro_batch_tokens(recipe)
+    return recipe.data.max_seq_length
 
 
 def _micro_batch_tokens(recipe: Recipe) -> int:
@@ -210,8 +337,9 @@ def _compute_dtype(recipe: Recipe) -> str:
     return _model_dtype(recipe)
 
 
-def data_stats(recipe: Recipe, lengths: list[int], report) -> DataStats:
-    """Examples, tokens and optimizer steps per epoch, as one process would run the recipe."""
+def data_stats(recipe: Recipe, lengths: list[int], report, *, gpus: int = 1) -> DataStats:
+    """Examples, tokens and optimizer steps per epoch on `gpus` processes (each takes every gpus-th micro-batch,
+    and accelerate gives every process the same number: accelerate/data_loader.py, `BatchSamplerShard`)."""
     t = recipe.training
     if t.max_tokens_per_batch is not None:
         from tulu_lite.collate import token_budget_batches
@@ -219,7 +347,7 @@ def data_stats(recipe: Recipe, lengths: list[int], report) -> DataStats:
         micro = len(token_budget_batches(lengths, t.max_tokens_per_batch, seed=t.seed))
     else:
         micro = math.ceil(len(lengths) / t.per_device_batch_size)
-    steps_per_epoch = max(1, math.ceil(micro / t.gradient_accumulation_steps))
+    steps_per_epoch = max(1, math.ceil(math.ceil(micro / gpus) / t.gradient_accumulation_steps))
     total = t.max_steps if t.max_steps is not None else math.ceil(t.epochs * steps_per_epoch)
     return DataStats(
         examples=len(lengths), dropped=dict(report.dropped), tokens=sum(lengths), trained_tokens=report.trained_tokens,
@@ -246,10 +374,15 @@ def render_plan(result: Plan, console: Console) -> None:
         unit = f"{t.max_tokens_per_batch:,} tokens per micro-batch (padding-free)"
     else:
         unit = f"{t.per_device_batch_size} examples per micro-batch"
-    console.print(
-        f"effective batch: {unit} x {t.gradient_accumulation_steps} accumulation steps x number of GPUs",
-        highlight=False,
-    )
+    gpus = result.memory.gpus
+    if gpus == 1:
+        gpu_text = "x number of GPUs"
+    else:
+        gpu_text = f"x {gpus} GPUs"
+        if t.max_tokens_per_batch is None:
+            gpu_text += f" = {t.per_device_batch_size * t.gradient_accumulation_steps * gpus} examples"
+    console.print(f"effective batch: {unit} x {t.gradient_accumulation_steps} accumulation steps {gpu_text}",
+                  highlight=False)
     if result.data is not None:
         console.print(_data_table(result.data))
     console.print(_memory_table(result.memory, recipe))
@@ -271,17 +404,25 @@ def _data_table(data: DataStats) -> Table:
 
 
 def _memory_table(memory: MemoryEstimate, recipe: Recipe) -> Table:
-    table = Table(title=f"GPU memory estimate per GPU ({memory.tokens_per_micro_batch:,} tokens per micro-batch)")
+    where = "per GPU" if memory.gpus == 1 else f"per GPU, FSDP over {memory.gpus} GPUs"
+    table = Table(title=f"GPU memory estimate {where} ({memory.tokens_per_micro_batch:,} tokens per micro-batch, "
+                        f"attention {memory.attention})")
     table.add_column("component")
     table.add_column("size", justify="right")
     table.add_column("how")
     for name, size, how in memory.rows:
         table.add_row(name, _bytes(size), how)
+    if memory.loading_peak:
+        table.add_row("peak while loading", _bytes(memory.loading_peak),
+                      "whole 4-bit base on each GPU before FSDP shards it")
     table.add_section()
     chosen = recipe.training.gradient_checkpointing
-    table.add_row("total with gradient checkpointing", _bytes(memory.total_with_checkpointing),
-                  "<- this recipe" if chosen else "")
-    table.add_row("total without", _bytes(memory.total_without_checkpointing), "" if chosen else "<- this recipe")
+    for label, total, mine in (("total with gradient checkpointing", memory.total_with_checkpointing, chosen),
+                               ("total without", memory.total_without_checkpointing, not chosen)):
+        notes = ["<- this recipe"] if mine else []
+        if total == memory.loading_peak:
+            notes.append("(the loading peak)")
+        table.add_row(label, _bytes(total), " ".join(notes))
     return table
 
 

@@ -15,17 +15,22 @@ the output directory atomically:
     OUTPUT_DIR.checkpoints/      Trainer checkpoints every training.save_steps (resume with --resume)
 
 Checkpoints live beside the output rather than inside it so the output directory itself is all-or-nothing.
-Under `accelerate launch` every process trains its shard of each batch (data parallel) and process 0 writes.
+Under `accelerate launch` every process trains its shard of each batch (data parallel) and process 0 writes; with
+an FSDP config (recipes/accelerate/fsdp.yaml) the weights, LoRA state and optimizer are sharded across the processes
+too, and the adapter is gathered onto process 0 to be written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -37,10 +42,22 @@ from transformers.trainer_callback import PrinterCallback
 from tulu_lite.collate import AssistantOnlyCollator, TokenBudgetBatchSampler
 from tulu_lite.config import Recipe, save_recipe
 from tulu_lite.errors import TuluError
-from tulu_lite.model import add_lora, load_base_model, load_recipe_tokenizer, resolve_dtype, weights_sha256
+from tulu_lite.model import (
+    add_lora,
+    compute_dtype,
+    fsdp_launch,
+    load_base_model,
+    load_recipe_tokenizer,
+    resolve_attention,
+    resolve_dtype,
+    weights_sha256,
+)
 from tulu_lite.outputs import atomic_dir, write_json
 
 CHECKPOINT_PREFIX = "checkpoint-"
+# Seconds a collective may wait for the slowest process before the job is killed: transformers' default
+# `ddp_timeout`, given to the process group when `train` creates it (see `distributed_state`).
+DDP_TIMEOUT_S = 1800
 
 
 @dataclass
@@ -63,25 +80,85 @@ def train(
     `resume` continues from the last complete checkpoint in ``OUTPUT_DIR.checkpoints``; `force` overwrites an
     existing output (and discards old checkpoints when not resuming). `callbacks` are extra `TrainerCallback`s.
     """
-    from accelerate import PartialState
-
     console = console or Console()
-    # Created before TrainingArguments, so it must already say "CPU" on a machine without CUDA: otherwise a
-    # two-process CPU launch (torchrun / accelerate launch) would run as two independent single-process jobs.
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = distributed_state()
+    check_gpu_launch(torch.cuda.device_count() if torch.cuda.is_available() else 0, state.num_processes)
     checkpoint = _prepare_locations(recipe, resume=resume, force=force, main=state.is_main_process, console=console)
+    state.wait_for_everyone()  # process 0 may have removed old checkpoints: nobody writes beside them before that
     tokenizer = load_recipe_tokenizer(recipe.model)
-    with state.main_process_first():  # the first process encodes and fills the Arrow cache; the others reuse it
-        dataset, report = encode_training_data(recipe, tokenizer)
-    model = build_model(recipe, device_map={"": state.local_process_index} if torch.cuda.is_available() else None)
+    dataset, report = encode_in_turn(recipe, tokenizer, processes=state.num_processes)
+    model = build_model(recipe, device_map=base_device_map(state.local_process_index))
     progress = RichProgress(console, state.is_main_process)
     trainer = make_trainer(recipe, model, tokenizer, dataset, [*callbacks, progress])
     trainer.train(resume_from_checkpoint=checkpoint)
     metrics = summarise(trainer, report)
+    adapter = gathered_adapter(trainer)  # a collective under FSDP: every process takes part
     if trainer.is_world_process_zero():
-        write_output(recipe, trainer, tokenizer, metrics, force=force)
+        write_output(recipe, trainer, tokenizer, metrics, force=force, adapter=adapter)
     trainer.accelerator.wait_for_everyone()
     return TrainResult(output_dir=recipe.output_dir, metrics=metrics, main_process=state.is_main_process)
+
+
+# ---- processes and devices ------------------------------------------------------------------------------------
+
+
+def distributed_state():
+    """accelerate's process state; under `accelerate launch` / torchrun this creates the process group.
+
+    Created before TrainingArguments, so it must already say "CPU" on a machine without CUDA (else a two-process
+    CPU launch would run as two independent jobs) and must carry the timeout: TrainingArguments builds its own
+    PartialState with `timeout=ddp_timeout` (training_args.py, `_setup_devices`), but accelerate only passes it to
+    `init_process_group` when no group exists yet (state.py, `PartialState.__init__`), so without it here NCCL
+    would keep torch's 10-minute default.
+    """
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=DDP_TIMEOUT_S))
+
+
+def check_gpu_launch(visible_gpus: int, processes: int) -> None:
+    """Refuse, before any loading, a single process that sees several GPUs.
+
+    transformers then sets `n_gpu` to the device count (training_args.py, `_setup_devices`) and would wrap the model
+    in `nn.DataParallel`, which TRL's SFTTrainer refuses only after the base is loaded (sft_trainer.py, "does not
+    support `nn.DataParallel`").
+    """
+    if visible_gpus > 1 and processes == 1:
+        raise TuluError(
+            f"{visible_gpus} GPUs are visible to one process (transformers would use nn.DataParallel, which TRL "
+            f"refuses): train on one with CUDA_VISIBLE_DEVICES=0 tulu-lite train RECIPE, or on all of them with "
+            f"accelerate launch --multi_gpu --num_processes {visible_gpus} -m tulu_lite train RECIPE"
+        )
+
+
+def base_device_map(local_process_index: int) -> dict | None:
+    """Where `from_pretrained` puts the base: this process's GPU; under FSDP nowhere in particular (FSDP places the
+    shards; a device_map would load the whole model on every GPU first); on CPU the default."""
+    if not torch.cuda.is_available() or fsdp_launch():
+        return None
+    return {"": local_process_index}
+
+
+def encode_in_turn(recipe: Recipe, tokenizer, *, processes: int):
+    """Encode the training data while no collective is waiting: the processes of a machine take turns on a lock.
+
+    The first process to get the lock encodes and fills the Arrow cache (for a cold TÜLU mixture that can take
+    longer than any process-group timeout); the others wait on the lock, which has no timeout, and then read the
+    cache. Waiting in a barrier instead (`main_process_first`) would hit the group's timeout.
+    """
+    if processes == 1:
+        return encode_training_data(recipe, tokenizer)
+    from filelock import FileLock
+
+    with FileLock(str(encode_lock_path(recipe))):
+        return encode_training_data(recipe, tokenizer)
+
+
+def encode_lock_path(recipe: Recipe) -> Path:
+    """A lock per run and machine (the Arrow cache is per machine too), in the system's temporary directory."""
+    digest = hashlib.sha256(str(recipe.checkpoint_dir.resolve()).encode()).hexdigest()[:16]
+    user = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"tulu-lite-encode-{user}-{digest}.lock"
 
 
 # ---- stages ---------------------------------------------------------------------------------------------------
@@ -173,6 +250,7 @@ def build_model(recipe: Recipe, *, device_map=None):
     """The frozen base (4-bit when the recipe quantizes) wrapped with trainable LoRA adapters."""
     from transformers import set_seed
 
+    resolve_attention(recipe.model, recipe.quantization)  # a kernel the recipe names explicitly must run here
     base = load_base_model(recipe.model, recipe.quantization, device_map=device_map)
     set_seed(recipe.training.seed)  # LoRA A is initialised randomly: the same recipe must start from the same adapter
     return add_lora(base, recipe.lora)
@@ -215,6 +293,7 @@ def sft_config(recipe: Recipe):
         max_length=None,
         disable_tqdm=True,  # RichProgress shows progress
         ddp_find_unused_parameters=False,
+        ddp_timeout=DDP_TIMEOUT_S,  # what the process group got in distributed_state()
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
     )
@@ -228,6 +307,7 @@ def make_trainer(recipe: Recipe, model, tokenizer, dataset, callbacks: Sequence[
         lengths = [len(ids) for ids in dataset["input_ids"]]
         budget = recipe.training.max_tokens_per_batch
         batch_sampler = TokenBudgetBatchSampler(lengths, budget, seed=recipe.training.seed)
+        callbacks = [*callbacks, SamplerEpoch(batch_sampler)]
     trainer = _trainer_class()(
         model=model,
         args=sft_config(recipe),
@@ -240,6 +320,25 @@ def make_trainer(recipe: Recipe, model, tokenizer, dataset, callbacks: Sequence[
     trainer.remove_callback(PrinterCallback)  # without tqdm, Trainer prints every log dict; RichProgress replaces it
     _keep_adapters_fp32(trainer.model)
     return trainer
+
+
+class SamplerEpoch(TrainerCallback):
+    """Tells the token-budget sampler which epoch begins, so every process shuffles its batches alike.
+
+    Trainer calls `set_epoch` on the DataLoader and on `loader.batch_sampler.batch_sampler` (trainer.py,
+    `_run_epoch`), which reaches our sampler under accelerate's `BatchSamplerShard`. After `--resume` in the middle
+    of an epoch >= 1 of a data-parallel run, `skip_first_batches` wraps it once more (SkipBatchSampler around
+    BatchSamplerShard around ours: accelerate/data_loader.py) and neither call reaches it: the resumed epoch would
+    replay epoch 0's order. Remove when transformers reaches nested batch samplers.
+    """
+
+    def __init__(self, sampler: TokenBudgetBatchSampler) -> None:
+        self.sampler = sampler
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # state.epoch is epoch + (micro-batch + 1) / micro-batches per epoch: whole at an epoch's start, and its
+        # integer part is the epoch a resumed run restarts in (global_step // steps per epoch in Trainer).
+        self.sampler.set_epoch(math.floor(state.epoch or 0))
 
 
 def _keep_adapters_fp32(model) -> None:
@@ -388,10 +487,37 @@ def summarise(trainer, report) -> dict:
     }
 
 
-def write_output(recipe: Recipe, trainer, tokenizer, metrics: dict, *, force: bool) -> None:
-    """Adapter, tokenizer, resolved recipe, base record, metrics and loss curve, all at once or not at all."""
+def gathered_adapter(trainer) -> dict | None:
+    """The trained LoRA weights, whole, on process 0, when FSDP holds them in shards (else None: the model has them).
+
+    Gathering is a collective, so every process calls this. FSDP2 keeps each parameter as a DTensor; only the
+    trainable (LoRA) ones are gathered, one `full_tensor()` each, in the same order on every process. FSDP1 flattens
+    parameters, so its full state dict comes from accelerate (`Accelerator.get_state_dict`, gathered on process 0).
+    """
+    if not getattr(trainer, "is_fsdp_enabled", False):
+        return None
+    from torch.distributed.tensor import DTensor
+
+    trainable = [(name, param) for name, param in trainer.model.named_parameters() if param.requires_grad]
+    if any(isinstance(param, DTensor) for _, param in trainable):
+        full = {name: (param.full_tensor() if isinstance(param, DTensor) else param).detach().cpu()
+                for name, param in trainable}
+    else:
+        names = {name for name, _ in trainable}
+        full = {name: value for name, value in trainer.accelerator.get_state_dict(trainer.model_wrapped).items()
+                if name in names}
+    return full if trainer.is_world_process_zero() else None
+
+
+def write_output(
+    recipe: Recipe, trainer, tokenizer, metrics: dict, *, force: bool, adapter: dict | None = None
+) -> None:
+    """Adapter, tokenizer, resolved recipe, base record, metrics and loss curve, all at once or not at all.
+
+    `adapter` is the LoRA state gathered from FSDP shards (`gathered_adapter`); None means the model holds it.
+    """
     with atomic_dir(recipe.output_dir, force=force) as tmp:
-        trainer.model.save_pretrained(tmp)
+        trainer.model.save_pretrained(tmp, state_dict=adapter)
         tokenizer.save_pretrained(tmp)
         save_recipe(recipe, tmp / "recipe.yaml")
         write_json(tmp / "base_model.json", base_record(recipe, trainer.model))
@@ -429,8 +555,14 @@ def plot_loss(history: list[dict], target: Path, *, title: str) -> None:
     plt.close(figure)
 
 
-def device_summary() -> str:
-    """One line for the CLI: where training runs."""
+def device_summary(recipe: Recipe | None = None) -> str:
+    """One line for the CLI: where training runs and, for a recipe, in which dtype with which attention kernel."""
     if torch.cuda.is_available():
-        return f"cuda ({torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} visible)"
-    return f"cpu ({os.cpu_count()} cores)"
+        where = f"cuda ({torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} visible)"
+    else:
+        where = f"cpu ({os.cpu_count()} cores)"
+    if recipe is None:
+        return where
+    dtype = str(compute_dtype(recipe.model, recipe.quantization)).removeprefix("torch.")
+    sharding = ", FSDP" if fsdp_launch() else ""
+    return f"{where}{sharding}, {dtype}, attention {resolve_attention(recipe.model, recipe.quantization)}"

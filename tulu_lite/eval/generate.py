@@ -36,8 +36,10 @@ def load_model(model_dir: str | os.PathLike):
             raise TuluError(f"{path}: is a LoRA adapter, not a model (merge it first: tulu-lite merge {path} -o DIR)")
         raise TuluError(f"{path}: not a model directory (no config.json)")
     tokenizer = load_tokenizer(path)
-    if torch.cuda.is_available():
-        placement = {"dtype": torch.bfloat16, "device_map": "auto"}
+    if torch.cuda.is_available():  # bf16 where the GPU has it natively, fp16 on older GPUs (model.resolve_dtype)
+        from tulu_lite.model import resolve_dtype
+
+        placement = {"dtype": resolve_dtype("auto"), "device_map": "auto"}
     else:
         placement = {"dtype": torch.float32}
     try:

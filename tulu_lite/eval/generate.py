@@ -18,6 +18,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from tulu_lite.errors import TuluError
 from tulu_lite.eval.progress import progress
 from tulu_lite.eval.prompts import Prompt
+from tulu_lite.eval.scoring import truncate_at_stop  # noqa: F401  (re-exported: callers import it from here)
 from tulu_lite.tokenizer import load_tokenizer
 
 # End-of-turn tokens of common native chat templates (Llama-3, ChatML/Qwen, Phi-3, Gemma).
@@ -46,12 +47,6 @@ def load_model(model_dir: str | os.PathLike):
         raise TuluError(f"{path}: could not load the model ({type(exc).__name__}: {exc})") from exc
     model.eval()
     return model, tokenizer
-
-
-def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
-    """Cut `text` at the earliest stop sequence (the stop sequence itself is not kept)."""
-    cut = min((text.find(s) for s in stop if s and s in text), default=-1)
-    return text if cut < 0 else text[:cut]
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

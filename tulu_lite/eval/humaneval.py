@@ -25,10 +25,9 @@ from pathlib import Path
 from tulu_lite.errors import TuluError, at
 from tulu_lite.eval.data_files import read_jsonl, require_keys
 from tulu_lite.eval.execution import run_programs
-from tulu_lite.eval.generate import truncate_at_stop
 from tulu_lite.eval.progress import progress
 from tulu_lite.eval.prompts import build_prompt, task_chat_format
-from tulu_lite.eval.scoring import open_instruct_pass_at_k, pass_at_k
+from tulu_lite.eval.scoring import open_instruct_pass_at_k, pass_at_k, truncate_at_stop
 from tulu_lite.eval.settings import EvalSettings, subset_size
 from tulu_lite.eval.subsets import reference_rng, sample_if_longer
 

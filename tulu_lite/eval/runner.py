@@ -58,10 +58,17 @@ def check_scoring_models(settings: EvalSettings) -> None:
             raise TuluError(f"{folder}: not a {what} model directory (no config.json)")
 
 
+def check_output_dir(settings: EvalSettings) -> None:
+    """OUT_DIR must be (or become) a directory we can write in: checked before anything slow happens."""
+    if settings.output_dir.exists() and not settings.output_dir.is_dir():
+        raise TuluError(f"--output-dir {settings.output_dir}: is a file, not a directory")
+    ensure_writable(settings.output_dir / settings.tasks[0], "--output-dir")  # probes inside OUT_DIR if it exists
+
+
 def preflight(settings: EvalSettings) -> dict[str, bool]:
     """Before any model loads: a writable output location, every task's data read and validated, scoring models
     present; returns which tasks already finished in an earlier run of the same command."""
-    ensure_writable(settings.output_dir / settings.tasks[0], "--output-dir")
+    check_output_dir(settings)
     for task in settings.tasks:
         TASK_MODULES[task].load(settings)  # reads and validates the task's files; raises on the first problem
     check_scoring_models(settings)
@@ -138,7 +145,7 @@ def rescore(settings: EvalSettings, predictions_file: Path) -> TaskResult:
         raise TuluError(f"--predictions re-scores one task at a time; --tasks names {len(settings.tasks)}")
     task = settings.tasks[0]
     module = TASK_MODULES[task]
-    ensure_writable(settings.output_dir / task, "--output-dir")
+    check_output_dir(settings)
     target = settings.output_dir / task
     if target.exists() and (not target.is_dir() or any(target.iterdir())) and not settings.force:
         raise TuluError(f"{target}: already exists and is not empty (pass --force to overwrite)")

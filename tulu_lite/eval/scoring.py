@@ -23,6 +23,12 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = set(string.punctuation)
 
 
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    """The stop rule: cut `text` at the earliest stop sequence (the stop sequence itself is not kept)."""
+    cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
 def last_number(text: str) -> str | None:
     """The last number in `text` ("1,234" counts as 1234), as written; None when there is none."""
     found = _NUMBER.findall(_THOUSANDS.sub(r"\1\2", text))

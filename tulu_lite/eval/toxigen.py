@@ -22,10 +22,9 @@ from pathlib import Path
 
 from tulu_lite.errors import TuluError
 from tulu_lite.eval.data_files import task_dir
-from tulu_lite.eval.generate import truncate_at_stop
 from tulu_lite.eval.progress import progress
 from tulu_lite.eval.prompts import build_prompt, task_chat_format
-from tulu_lite.eval.scoring import percent
+from tulu_lite.eval.scoring import percent, truncate_at_stop
 from tulu_lite.eval.settings import EvalSettings
 from tulu_lite.eval.subsets import glob_order, reference_rng
 

@@ -22,9 +22,10 @@ import numpy as np
 
 from tulu_lite.errors import TuluError
 from tulu_lite.eval.data_files import read_json, required_file, task_dir
-from tulu_lite.eval.generate import truncate_at_stop
 from tulu_lite.eval.prompts import build_prompt, task_chat_format
-from tulu_lite.eval.scoring import best_over_golds, open_instruct_squad, squad_exact, squad_f1
+from tulu_lite.eval.scoring import (
+    best_over_golds, open_instruct_squad, squad_exact, squad_f1, truncate_at_stop,
+)
 from tulu_lite.eval.settings import EvalSettings, subset_size
 from tulu_lite.eval.subsets import reference_rng, sample_if_longer, set_order
 

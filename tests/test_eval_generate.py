@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from tulu_lite.errors import TuluError
-from tulu_lite.eval.generate import LanguageModel, load_model, truncate_at_stop
+from tulu_lite.eval.generate import LanguageModel, load_model
 from tulu_lite.eval.prompts import Prompt, build_prompt
+from tulu_lite.eval.scoring import truncate_at_stop
 
 TEXTS = ["Hello there", "The quick brown fox jumps over the lazy dog and then", "def f(x):\n", "1 2 3 4 5 6"]
 

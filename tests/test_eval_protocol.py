@@ -17,10 +17,9 @@ import pytest
 
 from tulu_lite.errors import TuluError
 from tulu_lite.eval import alpaca_eval, bbh, gsm, humaneval, mmlu, toxigen, truthfulqa, tydiqa
-from tulu_lite.eval.generate import truncate_at_stop
 from tulu_lite.eval.scoring import (
     open_instruct_exact_match, open_instruct_gsm_answer, open_instruct_match, open_instruct_mc1, open_instruct_mc2,
-    open_instruct_pass_at_k, open_instruct_squad, pass_at_k,
+    open_instruct_pass_at_k, open_instruct_squad, pass_at_k, truncate_at_stop,
 )
 from tulu_lite.eval.settings import make_settings
 from tulu_lite.eval.subsets import set_order
@@ -407,7 +406,8 @@ def test_toxigen_shuffles_every_line_with_one_generator(tmp_path):
 
 def test_pandas_draws_for_mmlu_truthfulqa_and_humaneval_sample(tmp_path, llama_tokenizer):
     settings = settings_for("mmlu", tmp_path, limit=2)
-    assert [[i for i, _ in test] for _, _, test in mmlu.load(settings)] == [[0, 1], [0, 1]]  # sample(2, random_state=42)
+    # DataFrame.sample(2, random_state=42) of each subject's three questions
+    assert [[i for i, _ in test] for _, _, test in mmlu.load(settings)] == [[0, 1], [0, 1]]
     assert [q["index"] for q in truthfulqa.load(settings_for("truthfulqa", tmp_path, limit=2))] == [1, 3]
     problems = list(humaneval.load_problems(settings).values())
     chosen = humaneval.load(settings_for("codex_humaneval", tmp_path, limit=3))

@@ -13,7 +13,8 @@ import torch
 
 from tulu_lite.errors import TuluError
 from tulu_lite.eval import humaneval, mmlu, toxigen, truthfulqa
-from tulu_lite.eval.generate import LanguageModel, load_model, truncate_at_stop
+from tulu_lite.eval.generate import LanguageModel, load_model
+from tulu_lite.eval.scoring import truncate_at_stop
 from tulu_lite.eval.runner import TASK_MODULES, evaluate, rescore
 from tulu_lite.eval.settings import TASKS, make_settings
 
@@ -122,7 +123,8 @@ def rescore_edited(fixture, tmp_path, task: str, edit) -> dict:
 
 
 def test_scores_follow_the_outputs(run, tmp_path):
-    right = rescore_edited(run, tmp_path, "gsm", lambda r: r.update(output=" 4 * 3 = 12, 12 - 2 = 10. So the answer is 10.0."))
+    right = rescore_edited(run, tmp_path, "gsm",
+                           lambda r: r.update(output=" 4 * 3 = 12, 12 - 2 = 10. So the answer is 10.0."))
     wrong = rescore_edited(run, tmp_path, "gsm", lambda r: r.update(output=" So the answer is 11."))
     assert (right["exact_match"], wrong["exact_match"]) == (100.0, 0.0)  # tulu-lite: 10.0 is 10
     assert right["open_instruct"] == {"exact_match": 0.0}  # open-instruct: "100" is not "10"
@@ -140,8 +142,8 @@ def test_scores_follow_the_outputs(run, tmp_path):
     mmlu_metrics = rescore_edited(run, tmp_path, "mmlu", make_right)
     assert mmlu_metrics["0-shot"]["accuracy"] == mmlu_metrics["5-shot"]["accuracy"] == 100.0
     assert set(mmlu_metrics["0-shot"]["categories"]) == {"STEM", "social sciences"}
-    assert mmlu_metrics["open_instruct"]["0-shot"] == {"average_acc": 1.0, "subcat_acc": {"math": 1.0, "geography": 1.0},
-                                                       "cat_acc": {"STEM": 1.0, "social sciences": 1.0}}
+    assert mmlu_metrics["open_instruct"]["0-shot"] == {
+        "average_acc": 1.0, "subcat_acc": {"math": 1.0, "geography": 1.0}, "cat_acc": {"STEM": 1.0, "social sciences": 1.0}}
 
 
 def test_tulu_v1_scores_as_the_reference_does(run_v1, tmp_path):

@@ -78,5 +78,5 @@ def read_csv_frame(path: Path, *, header: bool):
     try:
         return pd.read_csv(path, header=0 if header else None)
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise TuluError(f"{path}: not a readable CSV ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") \
-            from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TuluError(f"{path}: not a readable CSV ({reason})") from None

@@ -18,7 +18,6 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from tulu_lite.errors import TuluError
 from tulu_lite.eval.progress import progress
 from tulu_lite.eval.prompts import Prompt
-from tulu_lite.eval.scoring import truncate_at_stop  # noqa: F401  (re-exported: callers import it from here)
 from tulu_lite.tokenizer import load_tokenizer
 
 # End-of-turn tokens of common native chat templates (Llama-3, ChatML/Qwen, Phi-3, Gemma).

@@ -1,15 +1,16 @@
 """MMLU (Hendrycks et al.): 57 subjects, 4-way multiple choice, 0-shot and 5-shot.
 
 Prompt (the original evaluation's format): "The following are multiple choice questions (with answers) about
-<subject>.\n\n", then the dev examples ("question\nA. ..\nB. ..\nC. ..\nD. ..\nAnswer: X\n\n"), then the test
+<subject>.\\n\\n", then the dev examples ("question\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer: X\\n\\n"), then the test
 question ending in "Answer:"; dev examples are dropped while the prompt is over 2048 tokens. The prediction is
 whichever letter the model gives the highest next-token probability. Accuracy per subject, per category (STEM,
 humanities, social sciences, other) and overall (pooled over all questions). In a chat format the whole prompt
 is the user turn and the assistant's answer opens with "The answer is:".
 
-- tulu-v1 (the paper): the CSVs are read by pandas as the reference reads them (an all-numeric option column
-  prints as "4" or "4.0", "None" as "nan"), the letters are `tokenizer.encode(letter)[0]`, the 2048 tokens are
-  counted without BOS, `--limit N` is the reference's `--n_instances` (`DataFrame.sample(N, random_state=42)`).
+- tulu-v1 (the paper): the CSVs are read by pandas as the reference reads them (in an all-numeric option
+  column "4" prints as "4.0" once another value is a decimal; "None" prints as "nan"), the letters are
+  `tokenizer.encode(letter)[0]`, the 2048 tokens are counted without BOS, `--limit N` is the reference's
+  `--n_instances` (`DataFrame.sample(N, random_state=42)`).
 - tulu-lite: the csv module, the letters as tokenized after "Answer: ", BOS counted, the first N questions.
 """
 

@@ -47,9 +47,9 @@ def save_generations(settings: EvalSettings, task: str, module, records: list[di
 
 
 def saved_generations(settings: EvalSettings, task: str, module) -> list[dict] | None:
-    """The generations an interrupted run of the same settings left, or None."""
+    """The generations an interrupted run of the same settings left, or None (always None with --force)."""
     path, marker = generations_file(settings, task), _identity_file(settings, task)
-    if not (path.is_file() and marker.is_file()):
+    if settings.force or not (path.is_file() and marker.is_file()):
         return None
     try:
         if json.loads(marker.read_text(encoding="utf-8")) != identity(settings, module, with_scoring=False):

@@ -51,8 +51,8 @@ def headline_label(task: str, metrics: dict) -> str:
 
 def check_scoring_models(settings: EvalSettings) -> None:
     """Classifier and judge folders given for the tasks that use them must look like model folders."""
-    given = [("toxigen", settings.toxigen_classifier, "classifier"),
-             ("truthfulqa", settings.truthfulqa_judge, "judge"), ("truthfulqa", settings.truthfulqa_info_judge, "judge")]
+    given = [("toxigen", settings.toxigen_classifier, "classifier"), ("truthfulqa", settings.truthfulqa_judge, "judge"),
+             ("truthfulqa", settings.truthfulqa_info_judge, "judge")]
     for task, folder, what in given:
         if task in settings.tasks and folder is not None and not (folder / "config.json").is_file():
             raise TuluError(f"{folder}: not a {what} model directory (no config.json)")

@@ -106,14 +106,16 @@ def _targets(item: dict, key: str, where: str) -> tuple[list[str], list[int]]:
     return list(targets), labels
 
 
+def choices(true: list[str], false: list[str]) -> dict:
+    return {"choices": true + false, "labels": [1] * len(true) + [0] * len(false)}
+
+
 def mc_task_questions(settings: EvalSettings) -> list[dict]:
     """tulu-lite's multiple-choice questions: mc_task.json, or the same built from the CSV."""
     path = task_dir(settings, NAME) / MC_FILE
     if not path.is_file():
-        return [{"question": q["question"],
-                 "mc1": {"choices": [q["best_answer"], *q["false_answers"]], "labels": [1] + [0] * len(q["false_answers"])},
-                 "mc2": {"choices": q["true_answers"] + q["false_answers"],
-                         "labels": [1] * len(q["true_answers"]) + [0] * len(q["false_answers"])}}
+        return [{"question": q["question"], "mc1": choices([q["best_answer"]], q["false_answers"]),
+                 "mc2": choices(q["true_answers"], q["false_answers"])}
                 for q in csv_questions(settings) if q["false_answers"]]
     data = read_json(path)
     if not isinstance(data, list):
@@ -192,7 +194,8 @@ def score_v1(predictions: list[dict], settings: EvalSettings) -> dict:
         best = record["true_answers"].index(record["best_answer"])
         record["mc1"] = open_instruct_mc1(record["scores_true"], record["scores_false"], best)
         record["mc2"] = open_instruct_mc2(record["scores_true"], record["scores_false"])
-    reference = {"MC1": nan_skipping_mean(r["mc1"] for r in mc_rows), "MC2": nan_skipping_mean(r["mc2"] for r in mc_rows)}
+    reference = {"MC1": nan_skipping_mean(r["mc1"] for r in mc_rows),
+                 "MC2": nan_skipping_mean(r["mc2"] for r in mc_rows)}
     metrics = {"protocol": settings.protocol, "mc1": 100 * reference["MC1"], "mc2": 100 * reference["MC2"],
                "n": len(predictions)}
     for key, judge_dir, suffix in (("truth", settings.truthfulqa_judge, "True"),

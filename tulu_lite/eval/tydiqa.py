@@ -90,33 +90,38 @@ def by_language(examples: list[dict]) -> dict[str, list[dict]]:
     return grouped
 
 
-def draw(settings: EvalSettings) -> tuple[list[dict], dict[str, list[dict]]]:
-    """The evaluated questions and the demonstrations per language, drawn as the protocol says."""
-    root = task_dir(settings, NAME)
-    dev = read_squad(required_file(root / DEV_FILE, "TyDi QA GoldP dev file"))
-    order = languages(settings, dev)
-    grouped = by_language(dev)
+def draw_questions(settings: EvalSettings, dev: list[dict], order: list[str], rng: random.Random) -> list[dict]:
     n = subset_size(settings, PAPER_SUBSET)
-    rng = reference_rng(settings.seed) if settings.protocol == "tulu-v1" else random.Random(settings.seed)
+    grouped = by_language(dev)
     if settings.protocol == "tulu-v1":
-        chosen = [ex for lang in order for ex in sample_if_longer(rng, grouped[lang], n)]
-    elif n is None:
-        chosen = dev
-    else:
-        chosen = [ex for lang in order for ex in rng.sample(grouped[lang], min(n, len(grouped[lang])))]
+        return [ex for lang in order for ex in sample_if_longer(rng, grouped[lang], n)]
+    if n is None:
+        return dev
+    return [ex for lang in order for ex in rng.sample(grouped[lang], min(n, len(grouped[lang])))]
+
+
+def draw_demonstrations(settings: EvalSettings, order: list[str], rng: random.Random) -> dict[str, list[dict]]:
     if settings.tydiqa_shots == 0:
-        return chosen, {lang: [] for lang in order}
-    if settings.protocol == "tulu-lite":
-        rng = random.Random(settings.seed)  # tulu-lite draws the shots with a fresh generator
-    train = by_language(read_squad(required_file(root / TRAIN_FILE, "TyDi QA GoldP train file, source of the "
-                                                                     "few-shot example")))
+        return {lang: [] for lang in order}
+    path = required_file(task_dir(settings, NAME) / TRAIN_FILE, "TyDi QA GoldP train file, source of the shots")
+    train = by_language(read_squad(path))
     demos = {}
     for lang in order:
         if len(train[lang]) < settings.tydiqa_shots:
-            raise TuluError(f"{root / TRAIN_FILE}: {len(train[lang])} {lang} examples, {settings.tydiqa_shots} "
-                            f"needed for the shots")
+            raise TuluError(f"{path}: {len(train[lang])} {lang} examples, {settings.tydiqa_shots} needed for the shots")
         demos[lang] = rng.sample(train[lang], settings.tydiqa_shots)
-    return chosen, demos
+    return demos
+
+
+def draw(settings: EvalSettings) -> tuple[list[dict], dict[str, list[dict]]]:
+    """The evaluated questions and the demonstrations per language, drawn as the protocol says."""
+    dev = read_squad(required_file(task_dir(settings, NAME) / DEV_FILE, "TyDi QA GoldP dev file"))
+    order = languages(settings, dev)
+    rng = reference_rng(settings.seed)
+    chosen = draw_questions(settings, dev, order, rng)
+    # The reference draws the shots from the same generator, after the questions; tulu-lite from a fresh one.
+    demo_rng = rng if settings.protocol == "tulu-v1" else random.Random(settings.seed)
+    return chosen, draw_demonstrations(settings, order, demo_rng)
 
 
 def load(settings: EvalSettings) -> list[dict]:

@@ -50,7 +50,8 @@ def test_sigkill_during_humaneval_execution_keeps_the_generations(tmp_path, tiny
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
     out, problems = tmp_path / "out", slow_problem(tmp_path / "slow.jsonl.gz", 6)
-    env = {**os.environ, "COLUMNS": "200"}
+    (tmp_path / "tmp").mkdir()  # a killed run cannot remove its programs' temporary folder: keep it in here
+    env = {**os.environ, "COLUMNS": "200", "TMPDIR": str(tmp_path / "tmp")}
     first = subprocess.Popen(eval_command(model, out, problems, 60), env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     saved = out / ".codex_humaneval.generations.jsonl"

@@ -26,18 +26,44 @@ def evaluated(tmp_path_factory, tiny_model_dir):
     return out, result.output
 
 
-def test_eval_runs_tasks_in_the_chat_format_and_prints_a_summary(evaluated, tiny_model_dir):
+def test_eval_runs_tasks_as_the_paper_did_by_default_and_prints_a_summary(evaluated, tiny_model_dir):
     out, output = evaluated
-    assert "tulu-lite eval" in output and "GSM EM" in output and "TruthfulQA" in output
+    assert "tulu-lite eval (protocol tulu-v1)" in output and "GSM EM" in output and "TruthfulQA" in output
     for task in ("gsm", "mmlu", "truthfulqa"):
         saved = json.loads((out / task / "settings.json").read_text())
-        assert saved["settings"]["chat_format"] == "tulu"
+        assert saved["settings"]["chat_format"] == "tulu" and saved["settings"]["protocol"] == "tulu-v1"
         assert saved["settings"]["model_dir"] == str(Path(tiny_model_dir).resolve())
     gsm = json.loads((out / "gsm" / "settings.json").read_text())["task_settings"]
-    assert gsm["stop"] == [] and gsm["max_new_tokens"] == 4  # a chat model ends its own turn
+    assert gsm["stop"] == ["\n"] and gsm["max_new_tokens"] == 4 and gsm["chat_format"] == "tulu"  # stops at "\n"
     mmlu = json.loads((out / "mmlu" / "settings.json").read_text())["task_settings"]
     assert mmlu["answer_start"] == "The answer is:" and mmlu["shots"] == [0]
-    assert list(json.loads((out / "mmlu" / "metrics.json").read_text())) == ["0-shot"]
+    assert json.loads((out / "truthfulqa" / "settings.json").read_text())["task_settings"]["chat_format"] == "none"
+    metrics = json.loads((out / "mmlu" / "metrics.json").read_text())
+    assert list(metrics) == ["protocol", "0-shot", "open_instruct"] and list(metrics["open_instruct"]) == ["0-shot"]
+
+
+def test_eval_help_shows_the_run_options():
+    result = runner.invoke(app, ["eval", "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for option in ("--tasks", "--output-dir", "--protocol", "--limit", "--predictions", "--truthfulqa-judge",
+                   "--toxigen-classifier", "--force", "eval compare"):
+        assert option in result.output, option
+    assert "Usage:" in result.output and " eval [OPTIONS]" in result.output
+
+
+def test_a_rerun_skips_finished_tasks_unless_forced(evaluated, tiny_model_dir):
+    out, _ = evaluated
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    args = ["eval", str(tiny_model_dir), "--tasks", "gsm,mmlu,truthfulqa", "--data-dir", str(DATA), "-o", str(out),
+            "--chat-format", "tulu", "--limit", "1", "--mmlu-shots", "0", "--max-new-tokens", "4", "--batch-size", "4"]
+    result = runner.invoke(app, args, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for task in ("gsm", "mmlu", "truthfulqa"):
+        assert f"{task}: already finished in {out / task} (same model and settings); skipped (--force runs it " \
+               f"again)" in result.output
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    different = runner.invoke(app, [*args[:-4], "--max-new-tokens", "5", "--batch-size", "4"], terminal_width=200)
+    assert different.exit_code != 0 and "already exists and holds other results" in str(different.exception)
 
 
 def test_predictions_are_rescored_without_a_model(evaluated, tmp_path):
@@ -78,14 +104,32 @@ def test_compare_reads_headlines_and_averages_common_benchmarks(tmp_path):
     write_result(tmp_path / "b", "gsm", {"exact_match": 30.0}, "model-b")
     write_result(tmp_path / "b", "toxigen", {"scored": False, "reason": "no classifier"}, "model-b")
     rows = compare([tmp_path / "a", tmp_path / "b"])
-    assert rows == [ModelRow("model-a", {"mmlu": 40.0, "gsm": 20.0, "toxigen": 10.0, "codex_humaneval": 15.0}),
-                    ModelRow("model-b", {"mmlu": 50.0, "gsm": 30.0})]
+    assert [(row.name, row.scores) for row in rows] == [
+        ("model-a", {"mmlu": 40.0, "gsm": 20.0, "toxigen": 10.0, "codex_humaneval": 15.0}),
+        ("model-b", {"mmlu": 50.0, "gsm": 30.0})]
+    assert rows[0].protocols == {"tulu-lite"}  # results written before protocols existed are tulu-lite's
     assert common_tasks(rows) == ["mmlu", "gsm"]
     assert [row.average(common_tasks(rows)) for row in rows] == [30.0, 40.0]
     assert ModelRow("x", {"mmlu": 40.0, "toxigen": 10.0}).average(["mmlu", "toxigen"]) == 65.0  # 100 - % toxic
     table = compare_table(rows)
     assert [c.header for c in table.columns][:3] == ["Model", "MMLU\n0-shot", "GSM\n8-shot CoT"]
     assert list(table.columns[1].cells) == ["40.0", "50.0"] and list(table.columns[-1].cells) == ["30.0", "40.0"]
+    assert "NOT comparable" not in table.caption
+
+
+def test_compare_says_when_numbers_are_not_comparable(tmp_path):
+    write_result(tmp_path / "a", "gsm", {"protocol": "tulu-v1", "exact_match": 20.0}, "model-a")
+    write_result(tmp_path / "a", "truthfulqa", {"protocol": "tulu-v1", "mc2": 40.0, "truth_info": 30.0}, "model-a")
+    write_result(tmp_path / "b", "gsm", {"protocol": "tulu-lite", "exact_match": 25.0}, "model-b")
+    write_result(tmp_path / "b", "truthfulqa", {"protocol": "tulu-lite", "mc2": 45.0}, "model-b")
+    rows = compare([tmp_path / "a", tmp_path / "b"])
+    assert [row.scores["truthfulqa"] for row in rows] == [30.0, 45.0]
+    table = compare_table(rows)
+    assert "NOT comparable: the results come from different protocols (tulu-lite, tulu-v1)" in table.caption
+    assert "NOT comparable: truthfulqa reports different metrics" in table.caption
+    assert [c.header for c in table.columns][2] == "TruthfulQA\nMC2"
+    judged = compare([tmp_path / "a"])
+    assert [c.header for c in compare_table(judged).columns][2] == "TruthfulQA\n% true×info"
 
 
 def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from tulu_lite.errors import TuluError
-from tulu_lite.eval.generate import LanguageModel, load_model, truncate_at_stop
+from tulu_lite.eval.generate import LanguageModel, load_model
 from tulu_lite.eval.prompts import Prompt, build_prompt
+from tulu_lite.eval.scoring import truncate_at_stop
 
 TEXTS = ["Hello there", "The quick brown fox jumps over the lazy dog and then", "def f(x):\n", "1 2 3 4 5 6"]
 
@@ -41,16 +42,25 @@ def test_generation_respects_max_new_tokens(loaded):
     assert 1 <= len(full_ids) - len(prompt_ids) <= 6  # re-tokenising may merge or split one token at the seam
 
 
-def test_stop_sequence_cuts_exactly_where_the_free_run_would_have_it(loaded):
+def test_stop_sequence_ends_a_row_early_and_the_stop_rule_cuts_where_the_free_run_would(loaded):
     lm = make_lm(loaded, 4)
     prompts = [Prompt(t, True) for t in TEXTS]
     free = lm.generate(prompts, max_new_tokens=12)
     stop = free[1][4:7]  # a piece of the second row's own output, so that row must stop there
     stopped = lm.generate(prompts, max_new_tokens=12, stop=[stop])
     for free_text, stopped_text in zip(free, stopped):
-        assert stop not in stopped_text
-        assert stopped_text == truncate_at_stop(free_text, [stop])
-    assert stopped[1] == free[1][: free[1].find(stop)]
+        assert free_text.startswith(stopped_text)  # generation is the same up to where a row stopped
+        assert truncate_at_stop(stopped_text, [stop]) == truncate_at_stop(free_text, [stop])
+    assert stop in stopped[1] and len(stopped[1]) < len(free[1])  # raw text: the stop is kept, the rest not made
+    assert truncate_at_stop(stopped[1], [stop]) == free[1][: free[1].find(stop)]
+
+
+def test_top_k_reaches_sampling(loaded):
+    """Sampling restricted to the single most likely token is greedy decoding."""
+    prompts = [Prompt(t, True) for t in TEXTS]
+    greedy = make_lm(loaded, 4).generate(prompts, max_new_tokens=8)
+    assert make_lm(loaded, 4).generate(prompts, max_new_tokens=8, temperature=0.8, top_p=0.95, top_k=1) == greedy
+    assert make_lm(loaded, 4).generate(prompts, max_new_tokens=8, temperature=5.0, top_k=0) != greedy
 
 
 def test_truncate_at_stop_takes_the_earliest():
@@ -96,6 +106,22 @@ def test_batched_continuation_logprobs_match_unpadded_reference(loaded):
         assert score == pytest.approx(reference_continuation_logprob(model, tokenizer, prompt, continuation), abs=1e-3)
 
 
+def test_prefix_logprobs_score_tokens_after_the_prefix_as_open_instruct_does(loaded):
+    """Each text tokenized on its own (with BOS); the tokens from len(prefix tokens) + skip on are scored."""
+    model, tokenizer = loaded
+    items = [("Q: Where is Oslo?", "Q: Where is Oslo?\nA: In Norway.", 3), ("Hello there", "Hello there friend", 0),
+             ("Q: x", "Q: x\nA:", 3)]
+    scores = make_lm(loaded, 2).prefix_logprobs(items)
+    for (prefix, full, skip), score in zip(items, scores):
+        ids = tokenizer(full).input_ids
+        start = len(tokenizer(prefix).input_ids) + skip
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
+        expected = sum(logprobs[t - 1, ids[t]].item() for t in range(start, len(ids)))
+        assert score == pytest.approx(expected, abs=1e-3)
+    assert scores[2] == 0.0  # nothing left after "\nA:"
+
+
 def test_next_token_logprobs_match_reference(loaded):
     model, tokenizer = loaded
     candidates = [319, 350, 315, 360]  # " A", " B", " C", " D" in the LLaMA vocabulary
@@ -109,11 +135,22 @@ def test_next_token_logprobs_match_reference(loaded):
 
 def test_tulu_chat_prompt_puts_the_answer_opening_after_the_assistant_header(loaded):
     _, tokenizer = loaded
-    prompt = build_prompt("Q: Where is Oslo?", "A:", "tulu", tokenizer, raw_joiner="\n")
-    assert prompt.text == "<|user|>\nQ: Where is Oslo?\n<|assistant|>\nA:"
-    assert prompt.add_special_tokens
-    raw = build_prompt("Q: Where is Oslo?", "A:", "none", tokenizer, raw_joiner="\n")
-    assert raw.text == "Q: Where is Oslo?\nA:"
+    for protocol in ("tulu-v1", "tulu-lite"):
+        prompt = build_prompt("Q: Where is Oslo?", "A:", "tulu", tokenizer, protocol=protocol, raw_joiner="\n")
+        assert prompt.text == "<|user|>\nQ: Where is Oslo?\n<|assistant|>\nA:"
+        assert prompt.add_special_tokens  # BOS from the tokenizer, as the reference's tokenizer call adds it
+        raw = build_prompt("Q: Where is Oslo?", "A:", "none", tokenizer, protocol=protocol, raw_joiner="\n")
+        assert raw.text == "Q: Where is Oslo?\nA:" and raw.add_special_tokens
+
+
+def test_open_instruct_tulu_turn_keeps_the_text_as_it_is(loaded):
+    """open-instruct's create_prompt_with_tulu_chat_format does not strip; tulu-lite's training renderer does."""
+    _, tokenizer = loaded
+    user = "Passage: Oslo.\nQuestion: Where?\n"
+    assert build_prompt(user, "Answer:", "tulu", tokenizer, protocol="tulu-v1").text == \
+        "<|user|>\nPassage: Oslo.\nQuestion: Where?\n\n<|assistant|>\nAnswer:"
+    assert build_prompt(user, "Answer:", "tulu", tokenizer, protocol="tulu-lite").text == \
+        "<|user|>\nPassage: Oslo.\nQuestion: Where?\n<|assistant|>\nAnswer:"
 
 
 def test_load_model_errors_are_one_line(tmp_path):
@@ -133,7 +170,7 @@ def test_native_chat_prompt_and_end_of_turn_stop(loaded):
     from tulu_lite.tokenizer import load_tokenizer
 
     llama3 = load_tokenizer(tokenizer_dir("llama3"))
-    prompt = build_prompt("Q: hi", "A:", "native", llama3)
+    prompt = build_prompt("Q: hi", "A:", "native", llama3, protocol="tulu-v1")
     assert prompt.text.startswith("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nQ: hi<|eot_id|>")
     assert prompt.text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\nA:")
     assert not prompt.add_special_tokens  # the template wrote BOS itself

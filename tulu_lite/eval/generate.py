@@ -50,12 +50,6 @@ def load_model(model_dir: str | os.PathLike):
     return model, tokenizer
 
 
-def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
-    """Cut `text` at the earliest stop sequence (the stop sequence itself is not kept)."""
-    cut = min((text.find(s) for s in stop if s and s in text), default=-1)
-    return text if cut < 0 else text[:cut]
-
-
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack token lists into `input_ids` and `attention_mask`, padding on the left."""
     width = max(len(row) for row in rows)
@@ -119,14 +113,22 @@ class LanguageModel:
         return self.tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens).input_ids
 
     def generate(self, prompts: Sequence[Prompt], *, max_new_tokens: int, stop: Sequence[str] = (),
-                 temperature: float = 0.0, top_p: float = 1.0, description: str = "generating") -> list[str]:
-        """Complete every prompt (greedy when `temperature` is 0), cut at the first stop sequence."""
+                 temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
+                 description: str = "generating") -> list[str]:
+        """The raw continuation of every prompt (greedy when `temperature` is 0).
+
+        A row stops early once its text contains a stop sequence, but the text is returned as generated (it may
+        hold the stop sequence and a few characters after it): the task applies its stop rule to it
+        (`truncate_at_stop`), so saved outputs can be re-scored under the same rule. `top_k` 0 disables top-k
+        when sampling.
+        """
         encoded = [self.encode(p) for p in prompts]
         outputs: list[str] = [""] * len(prompts)
         torch.manual_seed(self.seed)
+        decoding = {"temperature": temperature, "top_p": top_p, "top_k": top_k}
         with progress(description, len(prompts)) as bar:
             for batch in length_batches([len(ids) for ids in encoded], self.batch_size):
-                texts = self._generate_batch([encoded[i] for i in batch], max_new_tokens, stop, temperature, top_p)
+                texts = self._generate_batch([encoded[i] for i in batch], max_new_tokens, stop, decoding)
                 for i, text in zip(batch, texts):
                     outputs[i] = text
                 bar.advance(0, len(batch))
@@ -134,12 +136,12 @@ class LanguageModel:
 
     @torch.no_grad()
     def _generate_batch(self, rows: list[list[int]], max_new_tokens: int, stop: Sequence[str],
-                        temperature: float, top_p: float) -> list[str]:
+                        decoding: dict) -> list[str]:
         input_ids, mask = left_pad(rows, self.tokenizer.pad_token_id)
         options: dict = {"max_new_tokens": max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id,
                          "eos_token_id": self.eos_ids}
-        if temperature > 0:
-            options.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+        if decoding["temperature"] > 0:
+            options.update(do_sample=True, **decoding)
         else:
             # Explicit None so a checkpoint's sampling defaults (e.g. temperature 0.6) cannot leak into greedy runs.
             options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
@@ -147,7 +149,7 @@ class LanguageModel:
             options["stopping_criteria"] = StoppingCriteriaList([StopOnText(self.tokenizer, stop, input_ids.shape[1])])
         out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device), **options)
         new_tokens = out[:, input_ids.shape[1]:].tolist()
-        return [truncate_at_stop(self._continuation(row, new), stop) for row, new in zip(rows, new_tokens)]
+        return [self._continuation(row, new) for row, new in zip(rows, new_tokens)]
 
     def _continuation(self, prompt_ids: list[int], new_ids: list[int]) -> str:
         # Decoding the new tokens alone loses a leading space with sentencepiece tokenizers (fatal for code), so
@@ -163,17 +165,34 @@ class LanguageModel:
         Prompt and continuation are tokenized together (as the model would read them); the continuation's tokens
         are those whose characters lie after the prompt, found from the tokenizer's offsets.
         """
-        rows, spans = zip(*(self._joint_tokens(p, c) for p, c in pairs)) if pairs else ((), ())
-        scores: list[float] = [0.0] * len(pairs)
-        with progress(description, len(pairs)) as bar:
-            for batch in length_batches([len(r) for r in rows], self.batch_size):
-                keep = max(spans[i] for i in batch) + 1
-                logprobs = self._last_logprobs([rows[i] for i in batch], keep)
+        return self._tail_logprobs([self._joint_tokens(p, c) for p, c in pairs], description)
+
+    def prefix_logprobs(self, items: Sequence[tuple[str, str, int]], description: str = "scoring") -> list[float]:
+        """open-instruct's way of scoring a continuation: for each (prefix, full text, skip), tokenize both texts
+        on their own (with special tokens) and sum the log-probabilities of the full text's tokens from position
+        len(prefix tokens) + skip on. TruthfulQA's MC scoring skips 3 tokens ("\\nA:"); its judges skip none."""
+        rows = []
+        for prefix, full, skip in items:
+            ids = self.tokenizer(full).input_ids
+            start = len(self.tokenizer(prefix).input_ids) + skip
+            rows.append((ids, min(max(len(ids) - start, 0), len(ids) - 1)))  # the first token has no context
+        return self._tail_logprobs(rows, description)
+
+    def _tail_logprobs(self, rows: Sequence[tuple[list[int], int]], description: str) -> list[float]:
+        """For each (token ids, n): the summed log-probabilities of the last n tokens given the ones before."""
+        scores: list[float] = [0.0] * len(rows)
+        with progress(description, len(rows)) as bar:
+            for batch in length_batches([len(ids) for ids, _ in rows], self.batch_size):
+                keep = max(rows[i][1] for i in batch) + 1
+                logprobs = self._last_logprobs([rows[i][0] for i in batch], keep)
                 for j, i in enumerate(batch):
-                    targets = torch.tensor(rows[i][-spans[i]:], device=logprobs.device)
-                    # position t predicts token t+1: the continuation's n tokens are predicted by the n positions
-                    # before the last one.
-                    picked = logprobs[j, keep - 1 - spans[i]:keep - 1].gather(-1, targets[:, None])
+                    ids, span = rows[i]
+                    if span == 0:
+                        continue
+                    targets = torch.tensor(ids[-span:], device=logprobs.device)
+                    # position t predicts token t+1: the n scored tokens are predicted by the n positions before
+                    # the last one.
+                    picked = logprobs[j, keep - 1 - span:keep - 1].gather(-1, targets[:, None])
                     scores[i] = float(picked.sum())
                 bar.advance(0, len(batch))
         return scores

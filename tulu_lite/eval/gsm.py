@@ -1,9 +1,15 @@
-"""GSM8K: grade-school maths word problems, 8-shot chain of thought, greedy, exact match on the last number.
+"""GSM8K: grade-school maths word problems, 8-shot chain of thought, greedy.
 
 Prompt: "Answer the following questions.\\n\\n", the eight published chain-of-thought exemplars (Wei et al. 2022,
-Table 20) as "Question: ..\\nAnswer: ..", then "Question: <q>\\nAnswer:". Without a chat format generation stops at
-the first newline (each exemplar answer is one line); in a chat the model ends its own turn. The prediction is the
-last number in the output, compared numerically with the number after "####" in the reference answer.
+Table 20) as "Question: ..\\nAnswer: ..", then "Question: <q>" and "Answer:" (after "\\n" in a raw prompt, after the
+assistant header in a chat).
+
+- tulu-v1 (the paper): 200 questions drawn with `random.seed(42)` + `random.sample`; generation stops at the first
+  newline, chat or not; the prediction is the last number (integers lose their sign) or the whole output, and it
+  counts when it equals the reference after lower-casing and deleting punctuation ("10.0" and "$18.00" do not
+  count for 10 and 18). tulu-lite's numeric match is reported beside it as `corrected`.
+- tulu-lite: every question (or the first N); a chat model ends its own turn; the prediction is the last signed
+  number, compared numerically.
 """
 
 from __future__ import annotations
@@ -12,13 +18,19 @@ import re
 
 from tulu_lite.errors import TuluError, at
 from tulu_lite.eval.data_files import read_jsonl, required_file, require_keys, task_dir
-from tulu_lite.eval.prompts import build_prompt
-from tulu_lite.eval.scoring import last_number, percent, same_number
-from tulu_lite.eval.settings import EvalSettings
+from tulu_lite.eval.prompts import build_prompt, task_chat_format
+from tulu_lite.eval.scoring import (
+    last_number, open_instruct_exact_match, open_instruct_gsm_answer, open_instruct_match, percent, same_number,
+    truncate_at_stop,
+)
+from tulu_lite.eval.settings import EvalSettings, subset_size
+from tulu_lite.eval.subsets import reference_rng, sample_if_longer
 
 NAME = "gsm"
 MAX_NEW_TOKENS = 512
+PAPER_SUBSET = 200
 PREDICTION_KEYS = ("answer", "output")
+SCORING_KEYS = ()
 HEADLINE_LABEL = "GSM EM (8-shot CoT)"
 
 # (question, chain-of-thought answer): the standard exemplars from the chain-of-thought paper.
@@ -56,38 +68,74 @@ PREFIX = "Answer the following questions.\n\n" + "\n\n".join(
     f"Question: {question}\nAnswer: {answer}" for question, answer in EXEMPLARS) + "\n\n"
 
 
+def final_answer(text: str, where: str, settings: EvalSettings) -> str:
+    """The number after "####", thousands commas removed (open-instruct takes the part after the first "####")."""
+    if "####" not in text:
+        raise TuluError(f"{where}: answer has no '#### <number>' final answer")
+    parts = text.split("####")
+    answer = re.sub(r"(\d),(\d)", r"\1\2", (parts[1] if settings.protocol == "tulu-v1" else parts[-1]).strip())
+    try:
+        float(answer)
+    except ValueError:
+        raise TuluError(f"{where}: final answer {answer!r} is not a number") from None
+    return answer
+
+
 def load(settings: EvalSettings) -> list[dict]:
-    """Questions and their final numeric answers from GSM8K's `test.jsonl`."""
+    """Questions and their final answers from GSM8K's `test.jsonl`, subset per protocol."""
     path = required_file(task_dir(settings, NAME) / "test.jsonl", "GSM8K's test.jsonl")
     examples = []
     for number, record in read_jsonl(path):
         require_keys(record, ("question", "answer"), at(path, number))
-        if "####" not in record["answer"]:
-            raise TuluError(f"{at(path, number)}: answer has no '#### <number>' final answer")
-        final = re.sub(r"(\d),(\d)", r"\1\2", record["answer"].split("####")[-1].strip())
-        examples.append({"question": record["question"], "answer": final})
-    return examples[: settings.limit]
+        examples.append({"index": len(examples), "question": record["question"],
+                         "answer": final_answer(record["answer"], at(path, number), settings)})
+    n = subset_size(settings, PAPER_SUBSET)
+    if settings.protocol == "tulu-v1":
+        return sample_if_longer(reference_rng(settings.seed), examples, n)
+    return examples[:n]
 
 
 def stop_sequences(settings: EvalSettings) -> list[str]:
-    return ["\n"] if settings.chat_format == "none" else []
+    if settings.protocol == "tulu-v1" or task_chat_format(settings, NAME) == "none":
+        return ["\n"]
+    return []
 
 
 def predict(settings: EvalSettings, lm) -> list[dict]:
     examples = load(settings)
-    prompts = [build_prompt(PREFIX + "Question: " + ex["question"].strip(), "Answer:", settings.chat_format,
-                            lm.tokenizer, raw_joiner="\n") for ex in examples]
+    chat_format = task_chat_format(settings, NAME)
+    prompts = [build_prompt(PREFIX + "Question: " + ex["question"].strip(), "Answer:", chat_format, lm.tokenizer,
+                            protocol=settings.protocol, raw_joiner="\n") for ex in examples]
     outputs = lm.generate(prompts, max_new_tokens=settings.max_new_tokens or MAX_NEW_TOKENS,
-                          stop=stop_sequences(settings), description="gsm")
-    return [{**ex, "output": out} for ex, out in zip(examples, outputs)]
+                          stop=stop_sequences(settings), description=NAME)
+    return [{**ex, "prompt": prompt.text, "output": out} for ex, prompt, out in zip(examples, prompts, outputs)]
+
+
+def judge(text: str, answer: str) -> dict[str, tuple[str | None, bool]]:
+    """Both scorers on one (stop-truncated) output: scorer -> (extracted answer, counted)."""
+    as_string = open_instruct_gsm_answer(text)
+    as_number = last_number(text)
+    return {"open_instruct": (as_string, open_instruct_match(as_string, answer)),
+            "numeric": (as_number, same_number(as_number, answer))}
 
 
 def score(predictions: list[dict], settings: EvalSettings) -> dict:
-    correct = []
+    """The stop rule, then both scorers per record; the protocol's scorer gives `extracted` / `correct`."""
+    main, other = ("open_instruct", "numeric") if settings.protocol == "tulu-v1" else ("numeric", "open_instruct")
+    verdicts = []
     for record in predictions:
-        record["prediction"] = last_number(record["output"])
-        correct.append(same_number(record["prediction"], record["answer"]))
-    return {"exact_match": percent(correct), "n": len(predictions)}
+        text = truncate_at_stop(record["output"], stop_sequences(settings))
+        verdicts.append(judge(text, record["answer"]))
+        (extracted, correct), (other_extracted, other_correct) = verdicts[-1][main], verdicts[-1][other]
+        record.update({"truncated": text, "extracted": extracted, "correct": correct,
+                       f"{other}_extracted": other_extracted, f"{other}_correct": other_correct})
+    metrics = {"protocol": settings.protocol, "exact_match": percent(v[main][1] for v in verdicts),
+               "n": len(predictions)}
+    if settings.protocol == "tulu-v1":
+        metrics["corrected"] = {"numeric_match": percent(v["numeric"][1] for v in verdicts),
+                                "scorer": "tulu-lite: the last signed number, compared as a number"}
+    return metrics | {"open_instruct": {"exact_match": open_instruct_exact_match(
+        [v["open_instruct"][1] for v in verdicts])}}
 
 
 def headline(metrics: dict) -> float | None:
@@ -95,6 +143,10 @@ def headline(metrics: dict) -> float | None:
 
 
 def resolved(settings: EvalSettings) -> dict:
-    return {"data": str(task_dir(settings, NAME) / "test.jsonl"), "shots": len(EXEMPLARS),
+    subset = subset_size(settings, PAPER_SUBSET)
+    draw = "random.seed({}) + random.sample".format(settings.seed) if settings.protocol == "tulu-v1" else "first N"
+    return {"protocol": settings.protocol, "data": str(task_dir(settings, NAME) / "test.jsonl"),
+            "chat_format": task_chat_format(settings, NAME), "shots": len(EXEMPLARS),
             "max_new_tokens": settings.max_new_tokens or MAX_NEW_TOKENS, "stop": stop_sequences(settings),
-            "decoding": "greedy", "limit": settings.limit}
+            "decoding": "greedy", "subset": subset, "subset_draw": draw if subset else "all",
+            "headline_scorer": "open-instruct exact match" if settings.protocol == "tulu-v1" else "numeric match"}

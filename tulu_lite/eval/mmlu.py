@@ -2,28 +2,39 @@
 
 Prompt (the original evaluation's format): "The following are multiple choice questions (with answers) about
 <subject>.\\n\\n", then the dev examples ("question\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer: X\\n\\n"), then the test
-question ending in "Answer:". The prediction is whichever of the letters A/B/C/D the model gives the highest
-next-token probability. Accuracy per subject, per category (STEM, humanities, social sciences, other) and overall
-(pooled over all questions). In a chat format the whole prompt is the user turn and the assistant's answer opens
-with "The answer is:".
+question ending in "Answer:"; dev examples are dropped while the prompt is over 2048 tokens. The prediction is
+whichever letter the model gives the highest next-token probability. Accuracy per subject, per category (STEM,
+humanities, social sciences, other) and overall (pooled over all questions). In a chat format the whole prompt
+is the user turn and the assistant's answer opens with "The answer is:".
+
+- tulu-v1 (the paper): the CSVs are read by pandas as the reference reads them (in an all-numeric option
+  column "4" prints as "4.0" once another value is a decimal; "None" prints as "nan"), the letters are
+  `tokenizer.encode(letter)[0]`, the 2048 tokens are counted without BOS, `--limit N` is the reference's
+  `--n_instances` (`DataFrame.sample(N, random_state=42)`).
+- tulu-lite: the csv module, the letters as tokenized after "Answer: ", BOS counted, the first N questions.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from tulu_lite.errors import TuluError, at
-from tulu_lite.eval.data_files import task_dir
-from tulu_lite.eval.prompts import build_prompt
+from tulu_lite.eval.data_files import read_csv_frame, task_dir
+from tulu_lite.eval.prompts import build_prompt, task_chat_format
 from tulu_lite.eval.scoring import percent
-from tulu_lite.eval.settings import EvalSettings
+from tulu_lite.eval.settings import EvalSettings, subset_size
 
 NAME = "mmlu"
 LETTERS = ("A", "B", "C", "D")
-PREDICTION_KEYS = ("subject", "shots", "answer", "prediction")
+PREDICTION_KEYS = ("subject", "shots", "answer", "logprobs")
+SCORING_KEYS = ()
 HEADLINE_LABEL = "MMLU acc (0-shot)"
+OPEN_INSTRUCT_OTHER = "other (business, health, misc.)"  # the reference's name of the "other" category
 
 # subject -> category, from the MMLU release's subject -> subcategory -> category tables.
 _SUBCATEGORY_OF = {
@@ -56,6 +67,14 @@ _CATEGORY_OF_SUBCATEGORY = {
 }
 
 
+# category -> its subcategories, in the order (and with the names) of open-instruct's eval/mmlu/categories.py
+_OPEN_INSTRUCT_CATEGORIES = {
+    (OPEN_INSTRUCT_OTHER if name == "other" else name): [sub for sub, cat in _CATEGORY_OF_SUBCATEGORY.items()
+                                                         if cat == name]
+    for name in dict.fromkeys(_CATEGORY_OF_SUBCATEGORY.values())
+}
+
+
 def category(subject: str) -> str:
     """The MMLU category of a subject ("unknown" for a subject outside the 57)."""
     return _CATEGORY_OF_SUBCATEGORY.get(_SUBCATEGORY_OF.get(subject, ""), "unknown")
@@ -70,23 +89,34 @@ def data_root(settings: EvalSettings) -> Path:
     return root
 
 
-def read_rows(path: Path) -> list[list[str]]:
-    """A headerless MMLU CSV: question, four options, answer letter."""
-    if not path.is_file():
-        raise TuluError(f"{path}: not found (every MMLU subject needs a dev and a test file)")
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = list(csv.reader(handle))
+def check_rows(rows: list[list], path: Path) -> None:
     for number, row in enumerate(rows, start=1):
         if len(row) != 6:
             raise TuluError(f"{at(path, number)}: expected 6 columns (question, A, B, C, D, answer), got {len(row)}")
-        if row[5].strip() not in LETTERS:
+        if not isinstance(row[0], str):
+            raise TuluError(f"{at(path, number)}: the question is empty")
+        if str(row[5]).strip() not in LETTERS:
             raise TuluError(f"{at(path, number)}: answer is {row[5]!r}, expected one of A, B, C, D")
+
+
+def read_rows(path: Path, settings: EvalSettings) -> list[list]:
+    """A headerless MMLU CSV as rows of (question, four options, answer letter); tulu-v1 keeps pandas' values."""
+    if not path.is_file():
+        raise TuluError(f"{path}: not found (every MMLU subject needs a dev and a test file)")
+    if settings.protocol == "tulu-v1":
+        frame = read_csv_frame(path, header=False)
+        rows = [list(row) for row in frame.itertuples(index=False)]
+    else:
+        with open(path, encoding="utf-8", newline="") as handle:
+            rows = list(csv.reader(handle))
+    check_rows(rows, path)
     return rows
 
 
-def format_example(row: list[str], with_answer: bool) -> str:
-    text = row[0] + "".join(f"\n{letter}. {option}" for letter, option in zip(LETTERS, row[1:5])) + "\nAnswer:"
-    return text + f" {row[5].strip()}\n\n" if with_answer else text
+def format_example(row: list, with_answer: bool) -> str:
+    text = row[0] + "".join("\n{}. {}".format(letter, option) for letter, option in zip(LETTERS, row[1:5]))
+    text += "\nAnswer:"
+    return text + " {}\n\n".format(row[5]) if with_answer else text
 
 
 def header(subject: str) -> str:
@@ -97,85 +127,147 @@ def header(subject: str) -> str:
 
 def answer_start(settings: EvalSettings) -> str:
     """In a chat the assistant's turn opens the answer; a raw prompt already ends with "Answer:"."""
-    return "The answer is:" if settings.chat_format != "none" else ""
+    return "The answer is:" if task_chat_format(settings, NAME) != "none" else ""
 
 
-def build(subject: str, dev: list[list[str]], row: list[str], shots: int, settings: EvalSettings, tokenizer):
+def prompt_length(prompt, tokenizer, settings: EvalSettings) -> int:
+    # The reference counts without special tokens (the model then reads BOS as well).
+    special = prompt.add_special_tokens and settings.protocol == "tulu-lite"
+    return len(tokenizer(prompt.text, add_special_tokens=special).input_ids)
+
+
+def build(subject: str, dev: list[list], row: list, shots: int, settings: EvalSettings, tokenizer):
     """The prompt for one question, dropping dev examples until it fits the token budget."""
+    chat_format = task_chat_format(settings, NAME)
     while True:
         user = header(subject) + "".join(format_example(d, True) for d in dev[:shots]) + format_example(row, False)
-        prompt = build_prompt(user, answer_start(settings), settings.chat_format, tokenizer)
-        length = len(tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens).input_ids)
-        if shots == 0 or length <= settings.mmlu_max_prompt_tokens:
+        prompt = build_prompt(user, answer_start(settings), chat_format, tokenizer, protocol=settings.protocol)
+        if shots == 0 or prompt_length(prompt, tokenizer, settings) <= settings.mmlu_max_prompt_tokens:
             return prompt, shots
         shots -= 1
 
 
-def answer_token_ids(tokenizer) -> list[int]:
-    """The token each letter is after "Answer:" (a leading-space piece for sentencepiece/BPE vocabularies)."""
-    ids = [tokenizer("Answer: " + letter, add_special_tokens=False).input_ids[-1] for letter in LETTERS]
+def answer_token_ids(tokenizer, settings: EvalSettings) -> list[int]:
+    """The token scored for each letter: tulu-v1 `encode(letter)[0]` as the reference; tulu-lite the letter as
+    tokenized after "Answer: " (a leading-space piece for sentencepiece/BPE vocabularies)."""
+    if settings.protocol == "tulu-v1":
+        ids = [tokenizer.encode(letter, add_special_tokens=False)[0] for letter in LETTERS]
+    else:
+        ids = [tokenizer("Answer: " + letter, add_special_tokens=False).input_ids[-1] for letter in LETTERS]
     if len(set(ids)) != 4 or [tokenizer.decode([i]).strip() for i in ids] != list(LETTERS):
-        raise TuluError("mmlu: this tokenizer has no single token for each answer letter A/B/C/D after 'Answer:'")
+        raise TuluError("mmlu: this tokenizer has no single token for each answer letter A/B/C/D")
     return ids
 
 
 def subjects(settings: EvalSettings) -> list[str]:
     root = data_root(settings)
-    names = sorted(p.name[: -len("_test.csv")] for p in (root / "test").glob("*_test.csv"))
+    if settings.protocol == "tulu-v1":
+        names = sorted(f.split("_test.csv")[0] for f in os.listdir(root / "test") if "_test.csv" in f)
+    else:
+        names = sorted(p.name[: -len("_test.csv")] for p in (root / "test").glob("*_test.csv"))
     if not names:
         raise TuluError(f"{root / 'test'}: no <subject>_test.csv files")
     return names
 
 
-def load(settings: EvalSettings) -> list[tuple[str, list[list[str]], list[list[str]]]]:
-    """(subject, dev rows, test rows) for every subject, test rows cut to `limit`."""
+def test_subset(rows: list[list], settings: EvalSettings) -> list[tuple[int, list]]:
+    """(row index, row) of the evaluated test questions; tulu-v1 draws as `DataFrame.sample(n, random_state=42)`."""
+    n = subset_size(settings, None)
+    indexed = list(enumerate(rows))
+    if n is None or n >= len(rows):
+        return indexed
+    if settings.protocol == "tulu-v1":
+        import pandas as pd
+
+        order = pd.DataFrame({"row": range(len(rows))}).sample(n, random_state=42)["row"].tolist()
+        return [indexed[i] for i in order]
+    return indexed[:n]
+
+
+def load(settings: EvalSettings) -> list[tuple[str, list[list], list[tuple[int, list]]]]:
+    """(subject, dev rows, evaluated (index, test row)) for every subject."""
     root = data_root(settings)
-    return [(subject, read_rows(root / "dev" / f"{subject}_dev.csv"),
-             read_rows(root / "test" / f"{subject}_test.csv")[: settings.limit]) for subject in subjects(settings)]
+    return [(subject, read_rows(root / "dev" / f"{subject}_dev.csv", settings),
+             test_subset(read_rows(root / "test" / f"{subject}_test.csv", settings), settings))
+            for subject in subjects(settings)]
 
 
 def predict(settings: EvalSettings, lm) -> list[dict]:
     records, prompts = [], []
     for subject, dev, test in load(settings):
         for shots in settings.mmlu_shots:
-            for index, row in enumerate(test):
+            for index, row in test:
                 prompt, used = build(subject, dev, row, shots, settings, lm.tokenizer)
                 prompts.append(prompt)
+                answer = row[5] if settings.protocol == "tulu-v1" else row[5].strip()
                 records.append({"subject": subject, "shots": shots, "shots_used": used, "index": index,
-                                "question": row[0], "answer": row[5].strip()})
-    logprobs = lm.next_token_logprobs(prompts, answer_token_ids(lm.tokenizer), description="mmlu")
+                                "question": row[0], "answer": answer, "prompt": prompt.text})
+    logprobs = lm.next_token_logprobs(prompts, answer_token_ids(lm.tokenizer, settings), description=NAME)
     for record, scores in zip(records, logprobs):
-        record["prediction"] = LETTERS[max(range(4), key=scores.__getitem__)]
+        record["continuations"] = list(LETTERS)
         record["logprobs"] = dict(zip(LETTERS, scores))
     return records
 
 
 def score(predictions: list[dict], settings: EvalSettings) -> dict:
+    """The prediction is the argmax over the four letters (the first on a tie, as numpy's argmax)."""
     by_shots: dict[int, list[dict]] = defaultdict(list)
     for record in predictions:
+        scores = [record["logprobs"][letter] for letter in LETTERS]
+        record["extracted"] = LETTERS[max(range(4), key=scores.__getitem__)]
+        record["correct"] = record["extracted"] == record["answer"]
         by_shots[int(record["shots"])].append(record)
-    return {f"{shots}-shot": _accuracies(rows) for shots, rows in sorted(by_shots.items())}
+    metrics: dict = {f"{shots}-shot": _accuracies(rows) for shots, rows in sorted(by_shots.items())}
+    return {"protocol": settings.protocol, **metrics,
+            "open_instruct": {f"{shots}-shot": open_instruct_metrics(rows) for shots, rows in sorted(by_shots.items())}}
 
 
 def _accuracies(rows: list[dict]) -> dict:
     by_subject: dict[str, list[float]] = defaultdict(list)
     by_category: dict[str, list[float]] = defaultdict(list)
     for row in rows:
-        correct = float(row["prediction"] == row["answer"])
-        by_subject[row["subject"]].append(correct)
-        by_category[category(row["subject"])].append(correct)
-    return {"accuracy": percent(float(r["prediction"] == r["answer"]) for r in rows), "n": len(rows),
+        by_subject[row["subject"]].append(float(row["correct"]))
+        by_category[category(row["subject"])].append(float(row["correct"]))
+    return {"accuracy": percent(float(r["correct"]) for r in rows), "n": len(rows),
             "categories": {name: percent(v) for name, v in sorted(by_category.items())},
             "subjects": {name: percent(v) for name, v in sorted(by_subject.items())}}
 
 
+def open_instruct_metrics(rows: list[dict]) -> dict:
+    """The reference's metrics.json of one `--ntrain` run: fractions, subcategories and categories in its order
+    (only those with questions: the reference needs all 57 subjects to fill every one)."""
+    by_subject: dict[str, list[bool]] = defaultdict(list)
+    for row in rows:
+        by_subject[row["subject"]].append(bool(row["correct"]))
+    subcats: dict[str, list] = defaultdict(list)
+    for subject, subcat in _SUBCATEGORY_OF.items():
+        if subject in by_subject:
+            subcats[subcat].append(np.array(by_subject[subject]))
+    cats: dict[str, list] = defaultdict(list)
+    for name, members in _OPEN_INSTRUCT_CATEGORIES.items():
+        for subcat in members:
+            cats[name] += subcats.get(subcat, [])
+    everything = [np.array(values) for values in by_subject.values()]
+    return {"average_acc": float(np.mean(np.concatenate(everything))) if everything else 0.0,
+            "subcat_acc": {name: float(np.mean(np.concatenate(v))) for name, v in _in_order(subcats).items()},
+            "cat_acc": {name: float(np.mean(np.concatenate(v))) for name, v in cats.items() if v}}
+
+
+def _in_order(subcats: dict[str, list]) -> dict[str, list]:
+    order = list(dict.fromkeys(_SUBCATEGORY_OF.values()))
+    return {name: subcats[name] for name in order if subcats.get(name)}
+
+
 def headline(metrics: dict) -> float | None:
     """0-shot accuracy as in the paper's Table 4 (the lowest shot count run when 0-shot was not)."""
-    return metrics[min(metrics, key=lambda key: int(key.split("-")[0]))]["accuracy"] if metrics else None
+    shots = [key for key in metrics if key.endswith("-shot")]
+    return metrics[min(shots, key=lambda key: int(key.split("-")[0]))]["accuracy"] if shots else None
 
 
 def resolved(settings: EvalSettings) -> dict:
-    return {"data": str(data_root(settings)), "shots": settings.mmlu_shots,
-            "max_prompt_tokens": settings.mmlu_max_prompt_tokens, "limit_per_subject": settings.limit,
+    return {"protocol": settings.protocol, "data": str(data_root(settings)),
+            "chat_format": task_chat_format(settings, NAME), "shots": settings.mmlu_shots,
+            "max_prompt_tokens": settings.mmlu_max_prompt_tokens, "subset_per_subject": subset_size(settings, None),
+            "subset_draw": "DataFrame.sample(N, random_state=42)" if settings.protocol == "tulu-v1" else "first N",
             "answer_start": answer_start(settings),
             "prediction": "argmax of next-token log-probability over A/B/C/D"}

@@ -1,8 +1,10 @@
-"""Progress bars for the long steps of an evaluation (generation, scoring, running tests, classifying)."""
+"""Progress bars for the long steps of an evaluation (generation, scoring, running tests, classifying), and
+one-line notices (a task skipped or resumed)."""
 
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 # stderr, so the summary table on stdout can be piped or captured on its own.
@@ -15,3 +17,8 @@ def progress(description: str, total: int) -> Progress:
                    TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False)
     bar.add_task(description, total=total)
     return bar
+
+
+def notice(message: str) -> None:
+    """One line on stderr, e.g. that a finished task was skipped."""
+    console.print(f"[cyan]{escape(message)}[/]", highlight=False, soft_wrap=True)

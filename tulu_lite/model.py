@@ -136,7 +136,10 @@ def load_recipe_tokenizer(model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
 
     path = model_cfg.tokenizer_path
     key = "model.tokenizer" if model_cfg.tokenizer is not None else "model.name_or_path"
-    if local_model_dir(path, key) is None:  # a hub id: fetch it like the weights (cached by huggingface_hub)
+    local = local_model_dir(path, key)
+    if local is not None and key == "model.name_or_path" and not model_cfg.is_tiny:
+        check_model_dir(local, key)  # the base's own tokenizer: report a broken base first, before any work
+    if local is None:  # a hub id: fetch it like the weights (cached by huggingface_hub)
         from huggingface_hub import snapshot_download
 
         try:
@@ -245,7 +248,8 @@ def _safetensors_header(file: Path) -> tuple[dict, int]:
         prefix = handle.read(8)
         length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
         if length < 2 or length > _MAX_HEADER or 8 + length > file.stat().st_size:
-            raise TuluError(f"{file}: not a safetensors file, or truncated ({file.stat().st_size:,} bytes)")
+            raise TuluError(f"{file}: not a complete safetensors file ({file.stat().st_size:,} bytes: truncated, or "
+                            f"another format)")
         raw = handle.read(length)
     try:
         header = json.loads(raw)

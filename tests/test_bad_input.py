@@ -190,6 +190,9 @@ MODEL_CASES = [
     BadInput("train: missing local path", ["train", "recipe.yaml"],
              r"^(?!.*(hub|[Hh]ugging)).*/models/missing/model: directory not found",
              setup=lambda tmp: _recipe(tmp, name_or_path="models/missing/model")),
+    BadInput("plan: missing local path", ["plan", "recipe.yaml", "--skip-data"],
+             r"^(?!.*([Hh]ub|[Rr]epo)).*/models/missing/model: directory not found",
+             setup=lambda tmp: _recipe(tmp, name_or_path="models/missing/model")),
     BadInput("eval: truncated weights", ["eval", "model", "--tasks", "gsm", "--data-dir", str(EVAL_DATA), "-o", "res"],
              r"model/model\.safetensors: truncated", setup=_model_dir("truncated")),
     BadInput("eval: corrupt config.json", ["eval", "model", "--tasks", "gsm", "--data-dir", str(EVAL_DATA),
@@ -241,6 +244,9 @@ _NAME_THE_TARGET = ("the lead (tulu_lite/outputs.py): a write that fails inside 
 OWNED_ELSEWHERE = {
     "eval: truncated weights": "issue 9 (tulu_lite/eval/generate.py): call tulu_lite.model.check_model_dir(path) in "
                                "load_model before from_pretrained, so the message names the truncated file",
+    "plan: missing local path": "the lead (tulu_lite/plan.py, model_shapes): call tulu_lite.config.local_model_dir("
+                                "recipe.model.name_or_path, 'model.name_or_path') before AutoConfig.from_pretrained "
+                                "(today: 'Repo id must be in the form ...')",
     "data convert: output full": _NAME_THE_TARGET,
     "data mix: output full": _NAME_THE_TARGET,
     "data stats --json: output full": _NAME_THE_TARGET,

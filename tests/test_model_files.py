@@ -13,15 +13,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tulu_lite.config import load_recipe, read_yaml
+from tulu_lite.config import load_recipe, local_model_dir, read_yaml
 from tulu_lite.errors import TuluError
-from tulu_lite.model import (
-    base_fingerprint,
-    check_model_dir,
-    check_safetensors,
-    fingerprint_differences,
-    local_model_dir,
-)
+from tulu_lite.model import base_fingerprint, check_model_dir, check_safetensors, fingerprint_differences
 
 
 @pytest.fixture

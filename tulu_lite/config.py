@@ -266,6 +266,22 @@ def _absolute(value: str, base: Path) -> str:
     return str((base / Path(value).expanduser()).resolve())
 
 
+def local_model_dir(name: str, key: str) -> Path | None:
+    """The local directory `name` refers to, or None for a hub id.
+
+    A name that can only be a path (``./x``, ``/x``, ``~/x``, ``a/b/c``) and does not exist is an error saying
+    so, rather than a hub lookup that fails with a message about the network.
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise TuluError(f"{key}: {name}: is a file, not a model directory")
+    if name.startswith((".", "/", "~")) or not HUB_ID.fullmatch(name):
+        raise TuluError(f"{key}: {name}: directory not found")
+    return None
+
+
 # ---- typed YAML: read a file, validate it with a model, report every problem at its line ------------------------
 # Shared by everything configured from YAML (recipes here, mixtures in tulu_lite.data.mix) and by the eval settings.
 

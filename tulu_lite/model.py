@@ -13,7 +13,14 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from tulu_lite.config import HUB_ID, TINY_LLAMA_NAME, Dtype, LoraConfig, ModelConfig, QuantizationConfig
+from tulu_lite.config import (
+    TINY_LLAMA_NAME,
+    Dtype,
+    LoraConfig,
+    ModelConfig,
+    QuantizationConfig,
+    local_model_dir,
+)
 from tulu_lite.errors import TuluError
 
 # peft 0.21 reads the `is_gradient_checkpointing` attribute that transformers 5 deprecated (one FutureWarning per
@@ -153,22 +160,6 @@ def load_recipe_tokenizer(model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
 # ---- model directories: checked before transformers reads them ---------------------------------------------------
 # transformers reports a truncated weights file as "SafetensorError: incomplete metadata, file not fully covered"
 # and a broken config.json as a bare JSONDecodeError, neither naming the file; these checks name it, in one line.
-
-def local_model_dir(name: str, key: str) -> Path | None:
-    """The local directory `name` refers to, or None for a hub id.
-
-    A name that can only be a path (``./x``, ``/x``, ``~/x``, ``a/b/c``) and does not exist is an error saying
-    so, rather than a hub lookup that fails with a message about the network.
-    """
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise TuluError(f"{key}: {name}: is a file, not a model directory")
-    if name.startswith((".", "/", "~")) or not HUB_ID.fullmatch(name):
-        raise TuluError(f"{key}: {name}: directory not found")
-    return None
-
 
 def check_model_dir(path: str | os.PathLike, key: str | None = None) -> None:
     """Raise one `TuluError` naming the file if `path` is not a loadable HF model directory.

@@ -12,6 +12,7 @@ with and without it.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -284,6 +285,23 @@ def test_without_namespaces_a_one_line_note_says_so(monkeypatch, capsys):
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "without namespace isolation (unshare: Operation not permitted)" in notes[0]
     execution._note_once.cache_clear()
+
+
+@needs_namespaces
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="no unshare command")
+def test_where_namespaces_are_not_allowed_the_programs_still_run_and_a_note_says_why():
+    """A real refusal: an evaluator in a user namespace whose limit of nested user namespaces is 0."""
+    code = ("from tulu_lite.eval.execution import run_programs; import sys; "
+            "print(run_programs([sys.stdin.read()], timeout=10, workers=1)[0])")
+    script = f'echo 0 > /proc/sys/user/max_user_namespaces && exec "{sys.executable}" -c "$0"'
+    done = subprocess.run(["unshare", "-r", "sh", "-c", script, code], input=humaneval_text("    return a + b\n"),
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Outcome(passed=True")
+    [note] = done.stderr.splitlines()
+    assert note.startswith("note: HumanEval programs run without namespace isolation (unshare: no user namespace "
+                           "left (user.max_user_namespaces))")
 
 
 def test_namespaces_can_be_required():

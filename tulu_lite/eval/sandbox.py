@@ -336,8 +336,8 @@ def plan(job: dict) -> tuple[str, str | None, str | None]:
     definition, final = (body[-2], body[-1]) if len(body) >= 2 else (None, None)
     if not (isinstance(definition, ast.FunctionDef) and definition.name == "check" and not definition.decorator_list
             and isinstance(final, ast.Expr) and final.lineno == len(lines)):
-        raise ProgramError("cannot tell the test from the program (the text before check(...) must end with "
-                         "an undecorated def check)")
+        raise ProgramError("cannot tell the test from the program (the text before check(...) must end with an "
+                           "undecorated def check)")
     start = definition.lineno - 1
     return "\n".join(lines[:start]) + "\n", "\n".join(lines[start:-1]) + "\n", call.group(1)
 
@@ -407,7 +407,8 @@ def _launch_or_report(settings: dict, rfd: int, wfd: int, harness_pid: int) -> N
     except BaseException as exc:  # noqa: BLE001 - tell the harness why instead of dying silently
         try:
             receive(rfd)  # the harness sends the program first; answer it with the reason
-            send(wfd, {"setup_error": describe(exc)})
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else describe(exc)
+            send(wfd, {"setup_error": reason})
         finally:
             os._exit(127)
     os._exit(0)
@@ -515,7 +516,12 @@ class _Linux:
         uid, gid = os.geteuid(), os.getegid()
         flags = (self.CLONE_NEWUSER | self.CLONE_NEWNS | self.CLONE_NEWPID | self.CLONE_NEWNET | self.CLONE_NEWIPC
                  | self.CLONE_NEWUTS)
-        self._check(self.libc.unshare(flags), "unshare")
+        if self.libc.unshare(flags) != 0:
+            errno = self.ctypes.get_errno()
+            why = {1: "not permitted (unprivileged user namespaces are switched off, or a security policy forbids "
+                      "them)", 22: "not supported by this kernel",
+                   28: "no user namespace left (user.max_user_namespaces)"}.get(errno, os.strerror(errno))
+            raise OSError(errno, f"unshare: {why}")
         # Inside, the candidate has the same uid (1000 for root): not 0, so it cannot regain the capabilities it
         # drops. Only a dumpable process may write its own maps (the harness is not: its memory stays private).
         self.prctl(self.PR_SET_DUMPABLE, 1)

@@ -179,7 +179,8 @@ YAML_CASES = [
 
 MODEL_CASES = [
     BadInput("train: base not a model dir", ["train", "recipe.yaml"],
-             r"model\.name_or_path: .*/model: not a model directory \(no config\.json\)", setup=_model_dir("not-a-model")),
+             r"model\.name_or_path: .*/model: not a model directory \(no config\.json\)",
+             setup=_model_dir("not-a-model")),
     BadInput("train: truncated base weights", ["train", "recipe.yaml"],
              r"model/model\.safetensors: truncated: [\d,]+ bytes, its header describes [\d,]+",
              setup=_model_dir("truncated")),
@@ -232,7 +233,8 @@ WRITERS = {
 }
 # Failures that belong to code another engineer owns; kept here (strict xfail) so the lead sees them close.
 _NAME_THE_TARGET = ("the lead (tulu_lite/outputs.py): a write that fails inside atomic_file/atomic_dir raises an "
-                    "OSError without a file name, so cli.main prints 'output: no space left on device'; name the target")
+                    "OSError without a file name, so cli.main prints 'output: no space left on device'; name the "
+                    "target")
 OWNED_ELSEWHERE = {
     "eval: truncated weights": "issue 9 (tulu_lite/eval/generate.py): call tulu_lite.model.check_model_dir(path) in "
                                "load_model before from_pretrained, so the message names the truncated file",

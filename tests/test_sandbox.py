@@ -69,7 +69,8 @@ FORGERIES = {
     import json, os, struct
     verdict = json.dumps({"status": "passed", "detail": ""}).encode()
     for fd in range(1024):
-        for data in (verdict + b"\\n", struct.pack(">I", 15) + b'{"ready": true}', struct.pack(">I", 13) + b'{"value": 5}'):
+        for data in (verdict + b"\\n", struct.pack(">I", 15) + b'{"ready": true}',
+                     struct.pack(">I", 13) + b'{"value": 5}'):
             try:
                 os.write(fd, data)
             except OSError:

@@ -8,7 +8,9 @@ existed before byte-identical, no temporary left behind.
 
 Read-only and full file systems are real ones, not permission bits (root ignores those): a read-only bind mount or
 a full tmpfs inside ``unshare --user --mount``, where the command runs as the user it is. Where that is not possible
-a non-root user gets a chmod'ed directory and root skips with the reason.
+a non-root user gets a chmod'ed directory and root skips with the reason. A full disk is not imitated with
+RLIMIT_FSIZE: that gives EFBIG ("file too large") and a SIGXFSZ, not the ENOSPC a full disk gives, so without
+namespaces those rows skip.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +31,8 @@ from tulu_lite.errors import TuluError, at
 from tulu_lite.outputs import atomic_file
 
 TINY_LLAMA_NAME = "tiny-llama"  # same value as tulu_lite.model.TINY_LLAMA_NAME (kept torch-free here)
+# What a Hugging Face hub id can look like ("gpt2", "huggyllama/llama-7b"); anything else is a local path.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 # transformers' attention implementations (modeling_utils.AttentionInterface); "auto" picks the fastest exact one.
@@ -263,9 +266,10 @@ def _apply_overrides(raw: dict, overrides: Sequence[str], problems: list[Problem
                                     origin="--set"))
             continue
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            value = text
+            value = _override_value(text, f"--set {name.strip()}")
+        except TuluError as exc:
+            problems.append(Problem(key, str(exc).split(": ", 1)[1], origin="--set"))
+            continue
         target = raw
         for part in key[:-1]:
             if target.get(part) is None:
@@ -280,10 +284,29 @@ def _apply_overrides(raw: dict, overrides: Sequence[str], problems: list[Problem
     return keys
 
 
+def _override_value(text: str, where: str) -> object:
+    """An override's value: YAML (bounded like a file) when it parses, else the text itself as a string."""
+    if not text.strip():
+        return ""
+    try:
+        return load_yaml_text(text, where)[1]
+    except TuluError as exc:
+        if "not valid YAML" in str(exc):
+            return text  # e.g. --set output_dir=runs/a:b
+        raise
+
+
 def _blame_overrides(problem: Problem, override_keys: set[tuple], lines: dict[tuple, int]) -> Problem:
-    """A problem with a value that only ``--set`` gave is reported as ``--set key: what``, not at a file line."""
+    """A problem with a value ``--set`` gave is reported as ``--set key: what``, not at a file line.
+
+    A problem at or under an overridden key is the override's, even where the file has that key too (the
+    override replaced the file's value); one about an enclosing section is the override's when the file does not
+    have that section.
+    """
     loc = problem.loc
-    touched = any(loc[: len(key)] == key or key[: len(loc)] == loc for key in override_keys)
+    if any(loc[: len(key)] == key for key in override_keys):
+        return replace(problem, origin="--set")
+    touched = any(key[: len(loc)] == loc for key in override_keys)
     return replace(problem, origin="--set") if touched and loc not in lines else problem
 
 
@@ -308,7 +331,7 @@ def _resolve_paths(raw: dict, base: Path, only: set[tuple] | None) -> None:
             parent[key[-1]] = [_absolute_input(item, base) for item in value]
         elif key == ("model", "name_or_path") and isinstance(value, str):
             # A hub id ("huggyllama/llama-7b") or tiny-llama stays as is; a local directory becomes absolute.
-            looks_local = value.startswith((".", "/", "~")) or (base / value).exists()
+            looks_local = value.startswith((".", "/", "~")) or (base / value).exists() or not HUB_ID.fullmatch(value)
             parent[key[-1]] = _absolute(value, base) if looks_local and value != TINY_LLAMA_NAME else value
         elif isinstance(value, str):
             parent[key[-1]] = _absolute(value, base)
@@ -325,6 +348,22 @@ def _absolute_input(item: Any, base: Path) -> Any:
 
 def _absolute(value: str, base: Path) -> str:
     return str((base / Path(value).expanduser()).resolve())
+
+
+def local_model_dir(name: str, key: str) -> Path | None:
+    """The local directory `name` refers to, or None for a hub id.
+
+    A name that can only be a path (``./x``, ``/x``, ``~/x``, ``a/b/c``) and does not exist is an error saying
+    so, rather than a hub lookup that fails with a message about the network.
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise TuluError(f"{key}: {name}: is a file, not a model directory")
+    if name.startswith((".", "/", "~")) or not HUB_ID.fullmatch(name):
+        raise TuluError(f"{key}: {name}: directory not found")
+    return None
 
 
 # ---- typed YAML: read a file, validate it with a model, report every problem at its line ------------------------
@@ -349,25 +388,17 @@ def read_yaml(path: Path, kind: str, model: type[BaseModel]) -> tuple[dict, dict
     """Safe-load a YAML mapping; return it, the line of every key path in it, and its repeated keys as problems.
 
     What stops all further checking raises `TuluError` at once: a missing file, text that is not UTF-8 or not YAML
-    (Python tags included: the safe loader refuses them), a top level that is not a mapping. `kind` names the file
-    in those messages ("recipe"); `model` is what it should hold, to list the keys it expects.
+    (Python tags included: the safe loader refuses them), aliases that expand too far or into themselves, nesting
+    too deep, a top level that is not a mapping. `kind` names the file in those messages ("recipe"); `model` is
+    what it should hold, to list the keys it expects.
     """
     if not path.is_file():
         raise TuluError(f"{path}: {kind} file not found")
     try:
-        loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise TuluError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    try:
-        root = loader.get_single_node()  # parsed once: the nodes give the lines, the constructed data the values
-        data = loader.construct_document(root) if root is not None else None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise TuluError(f"{at(path, line)}: not valid YAML ({problem})") from None
-    finally:
-        loader.dispose()
+    root, data = load_yaml_text(text, str(path))
     if not isinstance(data, dict):
         got = "an empty file" if data is None else f"a {type(data).__name__}"
         raise TuluError(f"{at(path, 1)}: a {kind} must be a mapping with keys {', '.join(model.model_fields)}; "
@@ -376,6 +407,87 @@ def read_yaml(path: Path, kind: str, model: type[BaseModel]) -> tuple[dict, dict
     repeated: list[Problem] = []
     _index_lines(root, (), lines, repeated)
     return data, lines, repeated
+
+
+# Anchors and aliases share one node between several places, and everything downstream (the line index,
+# validation, the values quoted in messages, the saved recipe) walks the document with every alias expanded: ten
+# lines of nested aliases ("billion laughs") expand to 10^9 values and exhaust memory. Aliases stay allowed
+# (`<<: *defaults` is handy in a mixture) as long as what they add stays small; a recipe has ~50 values.
+MAX_ALIAS_VALUES = 10_000
+
+
+def load_yaml_text(text: str, where: str) -> tuple[yaml.Node | None, object]:
+    """Compose and construct one YAML document with the safe loader, refusing alias bombs and recursive aliases.
+
+    Returns the root node (for line numbers) and the data. `where` prefixes every error (a file path, or
+    ``--set key``). Raises `TuluError`.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()  # parsed once: the nodes give the lines, the constructed data the values
+        if root is not None:
+            _check_aliases(root, where)
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise TuluError(f"{at(where, line)}: not valid YAML ({problem})") from None
+    except RecursionError:
+        line = loader.get_mark().line + 1
+        raise TuluError(f"{at(where, line)}: not valid YAML (nested too deeply)") from None
+    finally:
+        loader.dispose()
+    return root, data
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_aliases(root: yaml.Node, where: str) -> None:
+    """Refuse a document whose aliases add more than MAX_ALIAS_VALUES values, or refer to what contains them."""
+    distinct = _expanded_sizes(root, where, cap=None)
+    sizes = _expanded_sizes(root, where, cap=len(distinct) + MAX_ALIAS_VALUES)
+    if sizes[id(root)] <= len(distinct) + MAX_ALIAS_VALUES:
+        return
+    line = root.start_mark.line + 1
+    if isinstance(root, yaml.MappingNode):  # point at the first top-level key whose value is the bomb
+        line = next((key.start_mark.line + 1 for key, value in root.value
+                     if sizes[id(value)] > MAX_ALIAS_VALUES), line)
+    raise TuluError(f"{at(where, line)}: YAML aliases expand this document by more than {MAX_ALIAS_VALUES:,} values "
+                    f"(an alias bomb?); write the values out instead")
+
+
+def _expanded_sizes(root: yaml.Node, where: str, cap: int | None) -> dict[int, int]:
+    """id(node) -> how many values it holds with its aliases expanded (at most `cap`), for every distinct node.
+
+    With `cap=None` each node counts once (the dict's length is the number of distinct nodes). Iterative, so a
+    deep document cannot exhaust the stack; an alias inside its own anchor is an error.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        if finished:
+            on_path.discard(id(node))
+            total = 1 + (sum(sizes[id(child)] for child in _children(node)) if cap is not None else 0)
+            sizes[id(node)] = total if cap is None else min(total, cap + 1)
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in on_path:
+            raise TuluError(f"{at(where, node.start_mark.line + 1)}: a YAML alias refers to the anchor that "
+                            f"contains it (a recursive value)")
+        on_path.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+    return sizes
 
 
 def _index_lines(node: yaml.Node, prefix: tuple, lines: dict[tuple, int], repeated: list[Problem]) -> None:
@@ -501,7 +613,10 @@ def _dotted(loc: tuple) -> str:
 
 
 def _show(value: Any) -> str:
-    return "nothing" if value is None else repr(value)
+    if value is None:
+        return "nothing"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."  # the message stays one readable line
 
 
 def _lower_first(text: str) -> str:

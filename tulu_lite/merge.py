@@ -136,9 +136,10 @@ def merge(
     float32 on CPU. Raises `TuluError` (and writes nothing) when the merged model misses the verification tolerance.
     """
     console = console or Console(quiet=True)
+    max_shard_size = shard_size(max_shard_size)
     adapter = read_adapter_dir(adapter_dir)
     out_dir = Path(out_dir)
-    model_cfg = _base_config(adapter, base)
+    model_cfg = _base_config(adapter, base, console)
     _check_out_dir(out_dir, [adapter.path, Path(model_cfg.name_or_path)], force=force)
     target = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     merge_dtype = _merge_dtype(dtype, target)
@@ -154,7 +155,7 @@ def merge(
             with _stage(console, "verifying the merged model against the reference"):
                 verification = compare(reference, logits_on(merged, prompts), _least_precise(adapter, merge_dtype))
             _check_verification(verification)
-        with _stage(console, f"writing {out_dir}"):
+        with _stage(console, f"writing {out_dir}"), _write_errors(out_dir):
             release = ReleaseInfo(adapter, model_cfg, merge_dtype, str(device), max_shard_size, tokenizer)
             save_release(merged, release, tmp)
         del merged
@@ -162,8 +163,9 @@ def merge(
         if verify and adapter.quantized:
             naive = _naive_logits(adapter, model_cfg, merge_dtype, device, prompts, console)
             verification = dataclasses.replace(verification, naive=logits_diff(reference, naive))
-        write_json(tmp / "merge.json", merge_settings(release, verification))
-        write_model_card(tmp / "README.md", release, verification)
+        with _write_errors(out_dir):
+            write_json(tmp / "merge.json", merge_settings(release, verification))
+            write_model_card(tmp / "README.md", release, verification)
     method = "qlora" if adapter.quantized else "lora"
     return MergeResult(out_dir, method, _dtype_name(merge_dtype), str(device), verification)
 
@@ -186,6 +188,11 @@ def read_adapter_dir(path: str | Path) -> AdapterDir:
         raise TuluError(f"{path}: adapter_config.json but no adapter_model.safetensors (incomplete adapter)")
     if not (path / "recipe.yaml").is_file():
         raise TuluError(f"{path}: no recipe.yaml, so the base and its quantization are unknown (train with tulu-lite)")
+    from tulu_lite.model import check_safetensors, read_json_object
+
+    read_json_object(path / "adapter_config.json")  # PEFT would raise a bare JSONDecodeError
+    if (path / "adapter_model.safetensors").is_file():
+        check_safetensors(path / "adapter_model.safetensors")  # ...and a truncated file a SafetensorError
     recipe = load_recipe(path / "recipe.yaml")
     return AdapterDir(path, recipe, _read_json(path / "metrics.json"), _read_json(path / "base_model.json"))
 
@@ -208,23 +215,64 @@ def _check_out_dir(out_dir: Path, inputs: list[Path], *, force: bool) -> None:
         raise TuluError(f"{out_dir}: already exists (pass --force to overwrite)")
 
 
-def _base_config(adapter: AdapterDir, base: str | Path | None) -> ModelConfig:
-    """The recipe's model section, pointed at `--base` when given; a rebuilt tiny LLaMA must match the trained one."""
+def _base_config(adapter: AdapterDir, base: str | Path | None, console: Console) -> ModelConfig:
+    """The recipe's model section, pointed at `--base` when given; the base must be the one training used.
+
+    Training records a fingerprint of the base (`tulu_lite.model.base_fingerprint`; the full weights hash for a
+    rebuilt tiny LLaMA). A base that no longer matches it is refused, saying what differs, unless `--base` names
+    the base to use explicitly (then the differences are only printed).
+    """
+    from tulu_lite.model import check_model_dir, tiny_llama_dir, weights_sha256
+
     model_cfg = adapter.recipe.model
     if base is not None:
-        base_path = Path(base)
-        if not (base_path / "config.json").is_file():
-            raise TuluError(f"--base {base}: not a model directory (no config.json)")
-        return model_cfg.model_copy(update={"name_or_path": str(base_path.resolve())})
+        check_model_dir(base, "--base")
+        model_cfg = model_cfg.model_copy(update={"name_or_path": str(Path(base).resolve())})
+        differences = _base_differences(adapter, model_cfg)
+        if differences:
+            console.print(f"[yellow]note[/]: --base {base} is not the base this adapter was trained on "
+                          f"({'; '.join(differences[:3])}); merging into it as asked", highlight=False)
+        return model_cfg
     if model_cfg.is_tiny and "weights_sha256" in adapter.base_record:
-        from tulu_lite.model import tiny_llama_dir, weights_sha256
-
         if weights_sha256(tiny_llama_dir(model_cfg)) != adapter.base_record["weights_sha256"]:
             raise TuluError(
                 f"{adapter.path}: the rebuilt tiny-llama base differs from the one this adapter was trained on "
                 f"(different torch/transformers?); pass --base with the original base directory"
             )
+    differences = _base_differences(adapter, model_cfg)
+    if differences:
+        raise TuluError(f"{adapter.path}: the base {model_cfg.name_or_path} changed since training "
+                        f"({'; '.join(differences[:3])}); pass --base DIR to merge into a base anyway")
     return model_cfg
+
+
+def _base_differences(adapter: AdapterDir, model_cfg: ModelConfig) -> list[str]:
+    """How the base at `model_cfg` differs from the fingerprint recorded at training (empty if none recorded)."""
+    from tulu_lite.model import base_fingerprint, check_model_dir, fingerprint_differences, model_files_dir
+
+    recorded = adapter.base_record.get("fingerprint")
+    if not isinstance(recorded, dict) or model_cfg.is_tiny:
+        return []  # adapters trained before fingerprints were recorded
+    directory = model_files_dir(model_cfg.name_or_path)
+    if directory is None:
+        return []  # a hub base that is not cached: loading it will say so
+    check_model_dir(directory, "base")
+    return fingerprint_differences(recorded, base_fingerprint(directory))
+
+
+def shard_size(value: str | int) -> str | int:
+    """`--max-shard-size` checked before any work: an integer (bytes) or digits with a unit (5GB, 500MB, 2GiB)."""
+    from transformers.utils.hub import convert_file_size_to_int
+
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    try:
+        size = convert_file_size_to_int(value.strip() if isinstance(value, str) else value)
+    except (ValueError, AttributeError):
+        size = None
+    if not isinstance(size, int) or size <= 0:
+        raise TuluError(f"--max-shard-size: expected a size such as 5GB, 500MB or 2GiB, got {value!r}")
+    return value
 
 
 def _training_tokenizer(model_cfg: ModelConfig):
@@ -258,11 +306,9 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def _merge_lora(adapter, model_cfg, dtype, device, prompts, console):
     """Plain LoRA: base in the merge dtype, adapter on top (the reference), then merged in place."""
-    from peft import PeftModel
-
     with _stage(console, f"loading the base in {_dtype_name(dtype)} and the adapter"):
         model = load_full_base(model_cfg, dtype, device)
-        model = PeftModel.from_pretrained(model, str(adapter.path)).eval()
+        model = load_adapter(model, adapter).eval()
     reference = _reference_logits(model, prompts, console)
     with _stage(console, "merging the adapter"):
         merged = model.merge_and_unload(safe_merge=True)
@@ -271,8 +317,6 @@ def _merge_lora(adapter, model_cfg, dtype, device, prompts, console):
 
 def _merge_qlora(adapter, model_cfg, dtype, prompts, console):
     """QLoRA: 4-bit base as trained + adapter (the reference), then dequantize and merge into those weights."""
-    from peft import PeftModel
-
     from tulu_lite.model import load_base_model
 
     quant = adapter.recipe.quantization
@@ -281,14 +325,14 @@ def _merge_qlora(adapter, model_cfg, dtype, prompts, console):
         device_map = {"": 0} if torch.cuda.is_available() else None
         base = load_base_model(model_cfg, quant, device_map=device_map)
         _use_training_matmul(base)
-        model = PeftModel.from_pretrained(base, str(adapter.path)).eval()
+        model = load_adapter(base, adapter).eval()
     reference = _reference_logits(model, prompts, console)
     base = model.unload()  # the untouched 4-bit base; the adapter is loaded again after dequantization
     device = merge_device(base, dtype)
     with _stage(console, f"dequantizing the 4-bit layers to {_dtype_name(dtype)} on {device}"):
         dequantize_4bit_layers(base, dtype, device)
     with _stage(console, "merging the adapter into the dequantized weights"):
-        merged = PeftModel.from_pretrained(base, str(adapter.path)).eval().merge_and_unload(safe_merge=True)
+        merged = load_adapter(base, adapter).eval().merge_and_unload(safe_merge=True)
     return merged, reference, device
 
 
@@ -301,15 +345,24 @@ def _reference_logits(model, prompts, console) -> list[torch.Tensor]:
 
 def _naive_logits(adapter, model_cfg, dtype, device, prompts, console) -> list[torch.Tensor]:
     """Logits of the merge several tools do: the adapter folded into the original, never-quantized weights."""
-    from peft import PeftModel
-
     with _stage(console, "naive merge into the original weights (for comparison)"):
         model = load_full_base(model_cfg, dtype, device)
-        model = PeftModel.from_pretrained(model, str(adapter.path)).eval().merge_and_unload()
+        model = load_adapter(model, adapter).eval().merge_and_unload()
         logits = logits_on(model, prompts)
     del model
     _free_memory()
     return logits
+
+
+def load_adapter(model, adapter: AdapterDir):
+    """The adapter on `model`; an adapter that does not fit the base (another --base) is one line, not a traceback."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, str(adapter.path))
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TuluError(f"{adapter.path}: the adapter does not fit this base ({first_line})") from exc
 
 
 def load_full_base(model_cfg: ModelConfig, dtype: torch.dtype, device: torch.device):
@@ -672,6 +725,25 @@ def _stage(console: Console, description: str) -> Iterator[None]:
     with console.status(description):
         yield
     console.print(f"[green]✓[/] {description} [dim]({time.perf_counter() - start:.1f}s)[/]", highlight=False)
+
+
+@contextmanager
+def _write_errors(out_dir: Path) -> Iterator[None]:
+    """A full disk or a vanished folder while writing is one line naming OUT_DIR (atomic_dir removes the rest).
+
+    safetensors reports write failures as its own SafetensorError ("No space left on device (os error 28)"),
+    not as OSError, so both are mapped.
+    """
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror.lower() if exc.strerror else str(exc)
+        raise TuluError(f"{out_dir}: could not write the merged model ({reason}); nothing was written") from exc
+    except SafetensorError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "safetensors error"
+        raise TuluError(f"{out_dir}: could not write the merged model ({reason}); nothing was written") from exc
 
 
 def _free_memory() -> None:

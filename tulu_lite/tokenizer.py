@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -27,7 +28,9 @@ def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False) 
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises many types here; the user needs one line.
-        raise TuluError(f"{directory}: could not load tokenizer ({type(exc).__name__}: {exc})") from exc
+        _blame_json_files(directory)
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise TuluError(f"{directory}: could not load tokenizer ({type(exc).__name__}: {first_line})") from exc
     if not tokenizer.is_fast:
         raise TuluError(f"{directory}: a fast (tokenizer.json) tokenizer is required for exact masking")
     if getattr(tokenizer, "legacy", None) is not None:
@@ -38,3 +41,23 @@ def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False) 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
     return tokenizer
+
+
+# The JSON files a tokenizer directory may hold; a truncated or hand-edited one makes transformers raise an error
+# that names neither the file nor the line.
+_TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "config.json")
+
+
+def _blame_json_files(directory: Path) -> None:
+    """After a failed load: raise one line naming the first tokenizer JSON file that is not valid JSON, if any."""
+    for name in _TOKENIZER_JSON:
+        file = directory / name
+        if not file.is_file():
+            continue
+        try:
+            json.loads(file.read_bytes())
+        except json.JSONDecodeError as exc:
+            raise TuluError(f"{file}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+        except UnicodeDecodeError:
+            raise TuluError(f"{file}: not valid JSON (not UTF-8 text)") from None

@@ -526,11 +526,21 @@ def write_output(
 
 
 def base_record(recipe: Recipe, model) -> dict:
-    """Where the base weights came from; for the tiny LLaMA also a fingerprint so a rebuild can be checked."""
+    """Where the base weights came from, and a fingerprint `merge` checks the base against.
+
+    Any other base: `tulu_lite.model.base_fingerprint` (safetensors headers and samples of every tensor, cheap
+    even for 65B; a hub base is fingerprinted in its cache snapshot). The tiny LLaMA, which merge rebuilds from
+    its seed: the full weights hash.
+    """
+    from tulu_lite.model import base_fingerprint, model_files_dir
+
     loaded_from = model.peft_config["default"].base_model_name_or_path
     record = {"name_or_path": recipe.model.name_or_path, "loaded_from": loaded_from}
     if recipe.model.is_tiny:
         record["weights_sha256"] = weights_sha256(loaded_from)
+    else:
+        directory = model_files_dir(loaded_from)
+        record["fingerprint"] = base_fingerprint(directory) if directory is not None else None
     return record
 
 

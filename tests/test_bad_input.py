@@ -234,21 +234,8 @@ WRITERS = {
               "--max-new-tokens", "2"], lambda tmp: _base(tmp, "model")),
 }
 # Failures that belong to code another engineer owns; kept here (strict xfail) so the lead sees them close.
-_NAME_THE_TARGET = ("the lead (tulu_lite/outputs.py): a write that fails inside atomic_file/atomic_dir raises an "
-                    "OSError without a file name, so cli.main prints 'output: no space left on device'; name the "
-                    "target")
 OWNED_ELSEWHERE = {
-    "eval: truncated weights": "issue 9 (tulu_lite/eval/generate.py): call tulu_lite.model.check_model_dir(path) in "
-                               "load_model before from_pretrained, so the message names the truncated file",
-    "plan: missing local path": "the lead (tulu_lite/plan.py, model_shapes): call tulu_lite.config.local_model_dir("
-                                "recipe.model.name_or_path, 'model.name_or_path') before AutoConfig.from_pretrained "
-                                "(today: 'Repo id must be in the form ...')",
-    "data convert: output full": _NAME_THE_TARGET,
-    "data mix: output full": _NAME_THE_TARGET,
-    "data stats --json: output full": _NAME_THE_TARGET,
-    "data stats --plot: output full": _NAME_THE_TARGET,
-    "train: output full": _NAME_THE_TARGET + "; and issue 11 (tulu_lite/train.py): an empty OUT.checkpoints is left",
-    "eval: output full": _NAME_THE_TARGET + "; and atomic_dir leaves the parent it created (results/) behind",
+    "train: output full": "issue 11 (tulu_lite/train.py): an empty OUT.checkpoints is left",
 }
 
 

@@ -103,14 +103,16 @@ def atomic_dir(target: str | os.PathLike, *, force: bool = False) -> Iterator[Pa
     if target.exists() and any(target.iterdir()) and not force:
         raise TuluError(f"{target}: already exists and is not empty (pass --force to overwrite)")
     ensure_writable(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_parents(target)
     remove_stale_temporaries(target)
     tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(target), dir=target.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~current_umask())
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_if_empty(created)
+        _name_the_target(exc, target)
         raise
     backup = None
     if target.exists():
@@ -126,7 +128,7 @@ def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator:
     """Open a temporary file next to `target`; it is renamed onto `target` only on success."""
     target = Path(target)
     ensure_writable(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_parents(target)
     remove_stale_temporaries(target)
     fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(target), dir=target.parent)
     try:
@@ -134,9 +136,32 @@ def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator:
             yield handle
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        _remove_if_empty(created)
+        _name_the_target(exc, target)
         raise
+
+
+def _make_parents(target: Path) -> list[Path]:
+    """Create the missing parents of `target`; return them, deepest first, so a failure can take them back."""
+    missing = [parent for parent in target.parents if not parent.exists()]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_if_empty(directories: list[Path]) -> None:
+    for directory in directories:  # deepest first
+        try:
+            directory.rmdir()
+        except OSError:  # not empty (someone else wrote there) or already gone
+            return
+
+
+def _name_the_target(exc: BaseException, target: Path) -> None:
+    """A write error without a file name (a full disk while writing) becomes one line naming the output."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        raise TuluError(f"{target}: {os_reason(exc)}") from exc
 
 
 def write_json(target: str | os.PathLike, obj: object) -> None:

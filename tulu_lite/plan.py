@@ -182,6 +182,9 @@ def model_shapes(recipe: Recipe) -> Shapes:
     else:
         from transformers import AutoConfig
 
+        from tulu_lite.config import local_model_dir
+
+        local_model_dir(recipe.model.name_or_path, "model.name_or_path")  # a missing path is not a hub lookup
         try:
             config = AutoConfig.from_pretrained(recipe.model.name_or_path,
                                                 trust_remote_code=recipe.model.trust_remote_code)

@@ -28,13 +28,10 @@ def load_model(model_dir: str | os.PathLike):
     """Load a causal LM and its tokenizer from a local HF checkpoint directory, ready for inference."""
     from transformers import AutoModelForCausalLM
 
+    from tulu_lite.model import check_model_dir
+
     path = Path(model_dir)
-    if not path.is_dir():
-        raise TuluError(f"{path}: model directory not found")
-    if not (path / "config.json").exists():
-        if (path / "adapter_config.json").exists():
-            raise TuluError(f"{path}: is a LoRA adapter, not a model (merge it first: tulu-lite merge {path} -o DIR)")
-        raise TuluError(f"{path}: not a model directory (no config.json)")
+    check_model_dir(path)  # a truncated or foreign directory is one line naming the file, before any loading
     tokenizer = load_tokenizer(path)
     if torch.cuda.is_available():  # bf16 where the GPU has it natively, fp16 on older GPUs (model.resolve_dtype)
         from tulu_lite.model import resolve_dtype

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tulu_lite.errors import TuluError, at
 from tulu_lite.eval.data_files import read_jsonl, require_keys
-from tulu_lite.eval.execution import run_programs
+from tulu_lite.eval.execution import Program, run_programs
 from tulu_lite.eval.progress import progress
 from tulu_lite.eval.prompts import build_prompt, task_chat_format
 from tulu_lite.eval.scoring import open_instruct_pass_at_k, pass_at_k, truncate_at_stop
@@ -64,8 +64,10 @@ def load_problems(settings: EvalSettings) -> dict[str, dict]:
     return problems
 
 
-def program(problem: dict, completion: str) -> str:
-    return f"{problem['prompt']}{completion}\n{problem['test']}\ncheck({problem['entry_point']})\n"
+def program(problem: dict, completion: str) -> Program:
+    # The test (with the prompt's own helpers, e.g. HumanEval/32's `poly`) runs in the sandbox's harness, so a
+    # completion can't redefine what the test calls.
+    return Program(problem["prompt"] + completion, problem["prompt"] + "\n" + problem["test"], problem["entry_point"])
 
 
 def load(settings: EvalSettings) -> list[dict]:

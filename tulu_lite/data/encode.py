@@ -260,6 +260,9 @@ class EncodeReport:
 # ---- the dataset-level path (Arrow, cached, multi-process) ------------------------------------------------------
 
 DROP_TRUNCATED = "no trained token within max_seq_length"
+# Each example's source, kept through encoding for per-source held-out losses: the record's `dataset` field, else
+# the name of the file it came from.
+SOURCE_COLUMN = "dataset"
 _CONVERSATION_FEATURES = None  # built lazily: importing datasets costs a second
 
 
@@ -269,7 +272,7 @@ def _conversation_features():
         from datasets import Features, List, Value
 
         _CONVERSATION_FEATURES = Features(
-            {"messages": List({"role": Value("string"), "content": Value("string")})}
+            {"messages": List({"role": Value("string"), "content": Value("string")}), SOURCE_COLUMN: Value("string")}
         )
     return _CONVERSATION_FEATURES
 
@@ -278,12 +281,15 @@ def _conversation_rows(stamps: list[tuple[str, int, int]]):
     from tulu_lite.data.conversations import read_conversations
 
     for path, _size, _mtime in stamps:
+        fallback = Path(path).stem
         for record in read_conversations(path):
-            yield {"messages": [{"role": m["role"], "content": m["content"]} for m in record["messages"]]}
+            source = record.get("dataset")
+            yield {"messages": [{"role": m["role"], "content": m["content"]} for m in record["messages"]],
+                   SOURCE_COLUMN: str(source) if source not in (None, "") else fallback}
 
 
 def load_conversations_dataset(files, cache_dir: str | None = None):
-    """Read conversation files into an Arrow dataset (streamed, validated, cached).
+    """Read conversation files into an Arrow dataset of `messages` and `dataset` (streamed, validated, cached).
 
     The cache key holds each file's path, size and modification time, so an edited file is read again.
     """
@@ -340,12 +346,14 @@ def encode_dataset(
     max_seq_length: int = 2048,
     num_proc: int = 1,
     cache_dir: str | None = None,
+    with_source: bool = False,
 ):
     """Encode conversation files into an Arrow dataset of ``input_ids`` / ``labels``.
 
     Batched (`datasets.map(batched=True)`), optionally multi-process, and cached by datasets' fingerprint of the
     data files, tokenizer, template and length. Examples left with no trained token after truncation are
-    dropped and counted in the returned `EncodeReport`.
+    dropped and counted in the returned `EncodeReport`. `with_source` keeps each example's source (its `dataset`
+    field, else its file's name) as a `dataset` column, for per-source held-out losses.
     """
     import numpy as np
 
@@ -355,7 +363,7 @@ def encode_dataset(
         batched=True,
         batch_size=256,
         num_proc=num_proc if num_proc > 1 else None,
-        remove_columns=conversations.column_names,
+        remove_columns=[name for name in conversations.column_names if name != SOURCE_COLUMN],
         fn_kwargs={"tokenizer": tokenizer, "template": template, "max_seq_length": max_seq_length},
         new_fingerprint=_encoding_fingerprint(conversations._fingerprint, tokenizer, template, max_seq_length),
         desc=f"encoding ({template}, max {max_seq_length} tokens)",
@@ -367,7 +375,7 @@ def encode_dataset(
         tokens=int(np.asarray(encoded.data.column("n_tokens"))[keep].sum()),
         trained_tokens=int(trained.sum()),
     )
-    encoded = encoded.remove_columns(["n_tokens", "n_trained"])
+    encoded = encoded.remove_columns(["n_tokens", "n_trained"] + ([] if with_source else [SOURCE_COLUMN]))
     if report.kept < len(trained):
         report.dropped[f"{DROP_TRUNCATED} ({max_seq_length})"] = len(trained) - report.kept
         encoded = encoded.select(np.flatnonzero(keep))

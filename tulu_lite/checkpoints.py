@@ -142,14 +142,25 @@ def _flat(value, prefix: str = "") -> dict[str, object]:
 
 
 def recipe_changes(before: Recipe, after: Recipe) -> dict[str, tuple[object, object]]:
-    """Dotted key -> (before, after) for every resolved value that differs."""
-    old, new = _flat(before.model_dump(mode="json")), _flat(after.model_dump(mode="json"))
-    return {key: (old.get(key), new.get(key)) for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)}
+    """Dotted key -> (before, after) for every resolved value that differs; a section added or removed as a whole
+    (``quantization``) is one change."""
+    old_dump, new_dump = before.model_dump(mode="json"), after.model_dump(mode="json")
+    old, new = _flat(old_dump), _flat(new_dump)
+    changes: dict[str, tuple[object, object]] = {}
+    for key in sorted(old.keys() | new.keys()):
+        if old.get(key) != new.get(key):
+            section = key.split(".")[0]
+            if old_dump.get(section) is None or new_dump.get(section) is None:
+                key = section
+            changes[key] = (old.get(key, old_dump.get(key)), new.get(key, new_dump.get(key)))
+    return changes
 
 
 def _show(value: object) -> str:
     if isinstance(value, list) and len(value) > 2:
         return f"[{len(value)} items]"
+    if isinstance(value, dict):
+        return "set"
     return "unset" if value is None else str(value)
 
 
@@ -179,8 +190,9 @@ def describe_changes(changes: dict[str, tuple[object, object]]) -> str:
 def run_lock(recipe: Recipe, *, enabled: bool = True) -> Iterator[None]:
     """Hold ``OUT.checkpoints/.lock`` for the duration of a run; refuse at once if another process holds it.
 
-    The folder is removed again on the way out when the run left nothing in it (a run refused by a later check
-    leaves no trace). Only the main process of a data-parallel launch locks: flock excludes other processes.
+    The lock file is removed on the way out (and the folder too when the run left nothing in it, so a run refused
+    by a later check leaves no trace); one left by a killed run is simply locked again. Only the main process of a
+    data-parallel launch locks: flock excludes other processes.
     """
     if not enabled:
         yield
@@ -191,8 +203,10 @@ def run_lock(recipe: Recipe, *, enabled: bool = True) -> Iterator[None]:
     try:
         yield
     finally:
-        if [path.name for path in directory.iterdir()] == [LOCK]:
-            shutil.rmtree(directory, ignore_errors=True)  # still holding the lock: nobody can be using it
+        # Removed while still held; a process that opened the old file re-checks it after locking (`_acquire`).
+        (directory / LOCK).unlink(missing_ok=True)
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
         handle.close()
 
 

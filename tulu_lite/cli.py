@@ -168,8 +168,9 @@ def train_command(
     loaded = load_recipe(recipe, set_)
     from transformers.utils import logging as hf_logging
 
-    from tulu_lite.train import TrainingStopped, device_summary, train
+    from tulu_lite.train import TrainingStopped, check_logger, device_summary, train
 
+    check_logger(loaded)  # (train checks it too) before the lines below promise a logger
     hf_logging.disable_progress_bar()  # the weights load in a blink; one bar (ours) is enough
     console.print(f"[bold]tulu-lite train[/] {recipe} on {device_summary()} → {loaded.output_dir}", highlight=False)
     if loaded.training.report_to == "tensorboard":

@@ -39,7 +39,9 @@ def test_split_takes_a_seeded_share_of_every_source():
     assert len(rest) == 46 - 9
     assert sorted(rest["dataset"]).count("single") == 1
     # Disjoint and complete: the held-out rows plus the rest are the input rows.
-    rows = lambda ds: [(s, tuple(ids)) for s, ids in zip(ds["dataset"], ds["input_ids"])]  # noqa: E731
+    def rows(ds):
+        return [(source, tuple(ids)) for source, ids in zip(ds["dataset"], ds["input_ids"])]
+
     held_rows = [row for part in held.values() for row in rows(part)]
     assert not set(held_rows) & set(rows(rest))
     assert sorted(held_rows + rows(rest)) == sorted(rows(dataset))

@@ -48,7 +48,7 @@ from tulu_lite.checkpoints import CHECKPOINT_PREFIX
 from tulu_lite.collate import AssistantOnlyCollator, TokenBudgetBatchSampler
 from tulu_lite.config import Recipe, save_recipe
 from tulu_lite.errors import TuluError
-from tulu_lite.heldout import EVAL_LOSS, BestAdapter, source_key
+from tulu_lite.heldout import EVAL_LOSS, BestAdapter
 from tulu_lite.model import add_lora, load_base_model, load_recipe_tokenizer, resolve_dtype, weights_sha256
 from tulu_lite.outputs import atomic_dir, ensure_writable, write_json
 

@@ -838,8 +838,9 @@ def report_run(metrics: dict, console: Console) -> None:
         if metrics["stopped_early_at"] is not None:
             console.print(f"early stopping at step {metrics['stopped_early_at']}: no lower held-out loss since step "
                           f"{metrics['best_step']}", highlight=False)
-        console.print(f"output: the adapter of step {metrics['output_step']} (lowest held-out loss "
-                      f"{metrics['best_eval_loss']:.4f})", highlight=False)
+        if metrics["best_step"] is not None:
+            console.print(f"output: the adapter of step {metrics['output_step']} (lowest held-out loss "
+                          f"{metrics['best_eval_loss']:.4f})", highlight=False)
     _report_dropped("training", metrics["examples"], metrics["dropped"], console)
     if heldout is not None:
         kept = sum(size["examples"] for size in heldout["sources"].values())
@@ -890,15 +891,14 @@ def base_record(recipe: Recipe, model) -> dict:
 
 def plot_loss(metrics: dict, target: Path, *, title: str) -> None:
     """Training loss, and with held-out data the overall held-out loss and one curve per source."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure, not pyplot: switching pyplot's backend here would stop a notebook from showing its figures.
+    from matplotlib.figure import Figure
 
     history = metrics["log_history"]
     steps = [entry["step"] for entry in history]
     losses = [entry["loss"] for entry in history]
-    figure, axis = plt.subplots(figsize=(7, 4) if metrics["heldout"] else (6, 3.5), dpi=120)
+    figure = Figure(figsize=(7, 4) if metrics["heldout"] else (6, 3.5), dpi=120)
+    axis = figure.subplots()
     axis.plot(steps, losses, marker="o" if len(steps) < 30 else None, linewidth=1.5, label="training")
     values = list(losses)
     if metrics["heldout"]:
@@ -914,7 +914,6 @@ def plot_loss(metrics: dict, target: Path, *, title: str) -> None:
         axis.set_yscale("log")
     figure.tight_layout()
     figure.savefig(target)
-    plt.close(figure)
 
 
 def _plot_heldout(axis, metrics: dict) -> list[float]:

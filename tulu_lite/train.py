@@ -710,6 +710,8 @@ class RichProgress(TrainerCallback):
         self.progress = Progress(
             TextColumn("[bold]train[/]"), BarColumn(bar_width=30), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[loss]}"), console=self.console,
+            # In Jupyter a live bar needs ipywidgets and otherwise leaves one output per refresh: lines only.
+            disable=self.console.is_jupyter,
         )
         self.progress.start()
         self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, loss="")

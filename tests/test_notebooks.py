@@ -1,59 +1,42 @@
-"""Every notebook in notebooks/ runs top to bottom, in-process, with small parameters, and shows its results.
+"""Every notebook in notebooks/ runs top to bottom in a real Jupyter kernel (nbclient), with small parameters.
 
-Convention for notebooks: the first code cell is tagged ``parameters`` and sets ``STEPS`` (training steps) and
-``RUN_DIR`` (where everything is written; None means a temporary directory). The test runs the code cells in
-order in one namespace with ``STEPS = 8`` and ``RUN_DIR`` in ``tmp_path`` appended to that cell, then applies
-the notebook's own checks (``CHECKS`` below) to the namespace it left behind.
+Convention for notebooks: the first code cell is tagged ``parameters`` and sets ``RUN_DIR`` (where everything is
+written; None means a temporary directory) and the notebook's size knobs. The test inserts a cell after it that
+sets ``RUN_DIR`` in ``tmp_path`` and the small values of ``PARAMETERS`` below, runs the notebook in a kernel, then
+runs the notebook's check (a function below, sent to the kernel as source) in the namespace the notebook left.
+The committed notebooks carry the outputs of a run at their own parameters (``python notebooks/execute.py``).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
-import math
 from pathlib import Path
 
-import matplotlib
 import pytest
-
-matplotlib.use("Agg")  # before pyplot is imported by any notebook cell
-
-import matplotlib.pyplot as plt  # noqa: E402
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 TEST_STEPS = 8
 
-
-def code_cells(path: Path) -> list[tuple[str, bool]]:
-    """(source, is the parameters cell) of each code cell, in order."""
-    notebook = json.loads(path.read_text(encoding="utf-8"))
-    cells = []
-    for cell in notebook["cells"]:
-        if cell["cell_type"] != "code":
-            continue
-        source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
-        cells.append((source, "parameters" in cell.get("metadata", {}).get("tags", [])))
-    return cells
+# Small values for the test run, per notebook (RUN_DIR is always added).
+PARAMETERS = {
+    "datasets_change_the_model": {"STEPS": TEST_STEPS},
+    "explore_the_data": {"MAX_LENGTHS": [64, 256]},
+    "mixture_proportions": {"STEPS": 12, "PROPORTIONS": [0.2, 0.8], "EXAMPLES": 100},
+}
 
 
-def run_notebook(path: Path, overrides: str) -> dict:
-    """Execute the code cells like a kernel would (one namespace, in order); `overrides` follow the parameters."""
-    cells = code_cells(path)
-    assert any(is_parameters for _, is_parameters in cells), f"{path.name}: no code cell tagged 'parameters'"
-    namespace: dict = {"__name__": "__main__"}
-    for index, (source, is_parameters) in enumerate(cells):
-        if is_parameters:
-            source += "\n" + overrides
-        exec(compile(source, f"{path.name}[code cell {index}]", "exec"), namespace)  # noqa: S102
-    return namespace
+# ---- per-notebook checks, run inside the kernel: each gets the notebook's globals, its run dir and parameters --
 
 
-# ---- per-notebook checks --------------------------------------------------------------------------------------
+def check_datasets_change_the_model(namespace: dict, run_dir, parameters: dict) -> None:
+    import math
+    from pathlib import Path
 
-
-def check_datasets_change_the_model(namespace: dict, run_dir: Path) -> None:
     from tulu_lite.data.conversations import read_conversations
 
+    run_dir = Path(run_dir)
     scores = namespace["scores"]
     # 3 adapters x 2 held-out sets, every score a finite number.
     assert list(scores) == ["A", "B", "A + B"]
@@ -65,14 +48,13 @@ def check_datasets_change_the_model(namespace: dict, run_dir: Path) -> None:
     # Each adapter was trained and written with its recipe.
     for name, adapter in namespace["adapters"].items():
         assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "recipe.yaml").is_file(), name
-        assert namespace["metrics"][name]["steps"] == TEST_STEPS
+        assert namespace["metrics"][name]["steps"] == parameters["STEPS"]
     # The split is honest: no held-out question is trained on, and A and B share no topic.
-    data = run_dir / "data"
     topic_of = namespace["topic_of"]
     topics = {}
     for name in ("A", "B"):
-        train = list(read_conversations(data / f"{name}_train.jsonl"))
-        held_out = list(read_conversations(data / f"{name}_held_out.jsonl"))
+        train = list(read_conversations(run_dir / "data" / f"{name}_train.jsonl"))
+        held_out = list(read_conversations(run_dir / "data" / f"{name}_held_out.jsonl"))
         assert train and held_out
         assert not {r["id"] for r in train} & {r["id"] for r in held_out}
         topics[name] = {topic_of(m["content"]) for r in train + held_out for m in r["messages"]
@@ -82,29 +64,113 @@ def check_datasets_change_the_model(namespace: dict, run_dir: Path) -> None:
     # (measured: about 2 nats per answer token apart); this is what the notebook is about.
     assert scores["A"]["A"]["loss"] < scores["B"]["A"]["loss"]
     assert scores["B"]["B"]["loss"] < scores["A"]["B"]["loss"]
-    # The figure was drawn and saved.
     figure = run_dir / "datasets_change_the_model.png"
     assert figure.is_file() and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-CHECKS = {"datasets_change_the_model": check_datasets_change_the_model}
+def check_explore_the_data(namespace: dict, run_dir, parameters: dict) -> None:
+    from pathlib import Path
+
+    from tulu_lite.data.sources import SOURCES
+
+    run_dir = Path(run_dir)
+    files = namespace["files"]
+    # Every TÜLU source's sample release was converted, plus the demo chats; Table 1 covers each of them.
+    assert [path.stem for path in files] == [*SOURCES, "demo"]
+    assert [Path(stats.path).stem for stats in namespace["stats"]] == [path.stem for path in files]
+    assert all(stats.instances > 0 for stats in namespace["stats"])
+    # Trained share: part of every source's tokens, never all (prompts and templates are not trained).
+    shares = namespace["trained_share"]
+    assert set(shares) == {path.stem for path in files} and all(0 < share < 1 for share in shares.values())
+    mixture_shares = namespace["mixture_share"]
+    assert abs(sum(mixture_shares.values()) - 1) < 1e-9
+    # Truncation: a longer limit never keeps fewer trained tokens; the full length keeps them all.
+    kept = namespace["kept"]
+    lengths = parameters["MAX_LENGTHS"]
+    for name, by_length in kept.items():
+        values = [by_length[length] for length in lengths]
+        assert values == sorted(values) and all(0 <= value <= 1 for value in values), (name, values)
+    assert any(kept[name][lengths[0]] < 1 for name in kept)  # the shortest limit cuts something
+    # The highlighted conversation shows trained and masked tokens.
+    assert 0 < namespace["example_trained"] < namespace["example_tokens"]
+    for name in ("lengths.png", "trained_share.png", "truncation.png"):
+        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def check_mixture_proportions(namespace: dict, run_dir, parameters: dict) -> None:
+    import math
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    results = namespace["results"]
+    assert list(results) == parameters["PROPORTIONS"]
+    for share, result in results.items():
+        metrics = result["metrics"]
+        assert metrics["steps"] == parameters["STEPS"]
+        # eval_fraction held out examples of both mixture sources, named by the mixture.
+        assert list(metrics["heldout"]["sources"]) == list(namespace["SOURCE_NAMES"].values())
+        for name, loss in result["heldout"].items():
+            assert math.isfinite(loss) and loss > 0, (share, name, loss)
+        # The mixture really had the asked proportion (of the examples trained on plus held out).
+        sizes = {name: size["examples"] for name, size in metrics["heldout"]["sources"].items()}
+        assert sum(sizes.values()) + metrics["examples"] == parameters["EXAMPLES"]
+    a, b = namespace["SOURCE_NAMES"].values()
+    low, high = parameters["PROPORTIONS"][0], parameters["PROPORTIONS"][-1]
+    # More of source A in the mixture: A's held-out loss gains on B's (what the notebook is about).
+    gap = {share: results[share]["heldout"][a] - results[share]["heldout"][b] for share in (low, high)}
+    assert gap[high] < gap[low], gap
+    assert (run_dir / "mixture_proportions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+CHECKS = {"datasets_change_the_model": check_datasets_change_the_model,
+          "explore_the_data": check_explore_the_data,
+          "mixture_proportions": check_mixture_proportions}
+
+
+# ---- the runner ----------------------------------------------------------------------------------------------
+
+
+def execute(path: Path, parameters: dict, check, run_dir: Path, timeout: int = 900):
+    """Run the notebook in a fresh python3 kernel with `parameters` injected, then `check` in its namespace."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    index = next(i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", []))
+    assignments = "\n".join(f"{name} = {value!r}" for name, value in {**parameters, "RUN_DIR": str(run_dir)}.items())
+    notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(assignments,
+                                                               metadata={"tags": ["injected-parameters"]}))
+    call = f"{check.__name__}(globals(), {str(run_dir)!r}, {parameters!r})"
+    notebook.cells.append(nbformat.v4.new_code_cell(f"{inspect.getsource(check)}\n{call}"))
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(run_dir.parent)}}).execute()
+    return notebook
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:FigureCanvasAgg is non-interactive")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
-def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notebook_runs_in_a_kernel(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert path.stem in CHECKS, f"{path.name}: add a check of its results to CHECKS in {Path(__file__).name}"
-    monkeypatch.setenv("TULU_LITE_CACHE", str(tmp_path / "cache"))  # the tiny base is built here, not in ~/.cache
-    run_dir = tmp_path / "run"
-    try:
-        namespace = run_notebook(path, f"STEPS = {TEST_STEPS}\nRUN_DIR = {str(run_dir)!r}")
-    finally:
-        plt.close("all")
-    assert namespace["STEPS"] == TEST_STEPS and Path(namespace["run_dir"]) == run_dir
-    CHECKS[path.stem](namespace, run_dir)
+    monkeypatch.setenv("TULU_LITE_CACHE", str(tmp_path / "cache"))  # the kernel builds the tiny base here
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    notebook = execute(path, PARAMETERS[path.stem], CHECKS[path.stem], tmp_path / "run")
+    errors = [output for cell in notebook.cells for output in cell.get("outputs", []) if output.output_type == "error"]
+    assert not errors
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_committed_notebook_carries_the_outputs_of_a_full_run(path: Path) -> None:
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    assert "parameters" in code[0]["metadata"].get("tags", []), f"{path.name}: first code cell is not 'parameters'"
+    # Run top to bottom in one kernel, at the notebook's own parameters (no injected test values).
+    assert [cell["execution_count"] for cell in code] == list(range(1, len(code) + 1)), path.name
+    assert not any("injected-parameters" in cell["metadata"].get("tags", []) for cell in code)
+    outputs = [output for cell in code for output in cell.get("outputs", [])]
+    assert not [output for output in outputs if output["output_type"] == "error"], path.name
+    assert any("image/png" in output.get("data", {}) for output in outputs), f"{path.name}: no figure"
 
 
 def test_notebooks_are_found() -> None:
-    # Guards against the parametrized test silently running nothing (a moved folder, a renamed extension).
-    assert NOTEBOOKS, f"no notebooks in {NOTEBOOK_DIR}"
+    # Guards against the parametrized tests silently running nothing (a moved folder, a renamed extension).
+    assert {path.stem for path in NOTEBOOKS} == set(CHECKS), f"notebooks in {NOTEBOOK_DIR}: {NOTEBOOKS}"

@@ -13,43 +13,15 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tiny_runs import DEMO, tiny_cache, write_recipe  # noqa: F401
 from transformers import TrainerCallback
 
 from tulu_lite.config import load_recipe
 from tulu_lite.errors import TuluError
 from tulu_lite.train import train
 
-DEMO = Path(__file__).resolve().parents[1] / "tulu_lite" / "assets" / "demo" / "train.jsonl"
 ADAPTER_FILES = ["adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "recipe.yaml",
                  "metrics.json", "loss.png", "base_model.json"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_cache(tmp_path_factory):
-    """Keep built tiny bases out of the user's cache (and share them between the tests of this module)."""
-    old = os.environ.get("TULU_LITE_CACHE")
-    os.environ["TULU_LITE_CACHE"] = str(tmp_path_factory.mktemp("tulu-cache"))
-    yield
-    if old is None:
-        os.environ.pop("TULU_LITE_CACHE")
-    else:
-        os.environ["TULU_LITE_CACHE"] = old
-
-
-def write_recipe(tmp_path: Path, *, quantized: bool = False, data: dict | None = None, **training) -> Path:
-    recipe = {
-        "model": {"name_or_path": "tiny-llama", "tiny": {"hidden_size": 32}},
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
-        "data": data or {"train_files": [str(DEMO)], "max_seq_length": 128},
-        "training": {"learning_rate": 1e-2, "per_device_batch_size": 8, "gradient_checkpointing": False,
-                     "warmup_ratio": 0.0, "logging_steps": 2, "save_steps": 100, "seed": 1, **training},
-        "output_dir": "out",
-    }
-    if quantized:
-        recipe["quantization"] = {"quant_type": "nf4", "double_quant": True}
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
 
 
 class Snapshot(TrainerCallback):
@@ -191,7 +163,9 @@ def test_missing_data_file_is_one_clear_error(tmp_path):
 @pytest.mark.slow
 def test_two_process_cpu_data_parallel(tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2 -m tulu_lite train` runs data-parallel (gloo on CPU)."""
-    recipe_path = write_recipe(tmp_path, max_steps=4, per_device_batch_size=4)
+    # With held-out data: each process evaluates its share of the batches and the sums are all-reduced.
+    data = {"train_files": [str(DEMO)], "max_seq_length": 128, "eval_fraction": 0.1}
+    recipe_path = write_recipe(tmp_path, data=data, max_steps=4, per_device_batch_size=4, eval_steps=2)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -200,8 +174,12 @@ def test_two_process_cpu_data_parallel(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == 4
-    # Each optimizer step took one micro-batch of 4 examples per process: an epoch of 114 examples is 15 steps.
-    assert metrics["log_history"][-1]["epoch"] == pytest.approx(4 / math.ceil(114 / (2 * 4)))
+    # Each optimizer step took one micro-batch of 4 examples per process: an epoch of the 103 examples left after
+    # holding out 11 is 13 steps.
+    assert metrics["examples"] == 103
+    assert metrics["log_history"][-1]["epoch"] == pytest.approx(4 / math.ceil(103 / (2 * 4)))
+    assert [entry["step"] for entry in metrics["heldout"]["history"]] == [0, 2, 4]
+    assert metrics["heldout"]["history"][-1]["loss"] < metrics["heldout"]["history"][0]["loss"]
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
 
 

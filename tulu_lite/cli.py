@@ -188,16 +188,31 @@ def train_command(
 ) -> None:
     """Train a LoRA / QLoRA adapter as the recipe describes.
 
+    Ctrl-C once: finish the current step, save a checkpoint and stop (resume with --resume); twice: abort.
     Several GPUs (data parallel): accelerate launch --multi_gpu --num_processes N -m tulu_lite train RECIPE
     """
+    import shlex
+
     from tulu_lite.config import load_recipe
 
     loaded = load_recipe(recipe, set_)
-    from tulu_lite.train import device_summary, train
+    from transformers.utils import logging as hf_logging
 
+    from tulu_lite.train import TrainingStopped, check_logger, device_summary, train
+
+    check_logger(loaded)  # (train checks it too) before the lines below promise a logger
+    hf_logging.disable_progress_bar()  # the weights load in a blink; one bar (ours) is enough
     console.print(f"[bold]tulu-lite train[/] {recipe} on {device_summary(loaded)} → {loaded.output_dir}",
                   highlight=False)
-    result = train(loaded, resume=resume, force=force, console=console)
+    if loaded.training.report_to == "tensorboard":
+        console.print(f"TensorBoard: tensorboard --logdir {loaded.checkpoint_dir / 'runs'}", highlight=False)
+    try:
+        result = train(loaded, resume=resume, force=force, console=console)
+    except TrainingStopped as stopped:
+        again = shlex.join(["tulu-lite", "train", str(recipe), *(f"--set={item}" for item in set_), "--resume"])
+        Console(stderr=True).print(f"[yellow]{escape(str(stopped))}; continue with: {escape(again)}[/]",
+                                   highlight=False, soft_wrap=True)
+        sys.exit(130)
     metrics = result.metrics
     if result.main_process:
         if metrics["first_loss"] is not None:

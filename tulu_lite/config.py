@@ -5,9 +5,9 @@ loader, applies ``--set key=value`` overrides, and reports *all* problems at onc
 mean", wrong types, out-of-range values), each prefixed with ``file:line`` where the YAML has that key.
 
 Paths in a recipe (``model.name_or_path`` when it is a local directory, ``model.tokenizer``, the local entries of
-``data.train_files``, ``data.mixture``, ``output_dir``) are relative to the recipe file; paths given with ``--set``
-are relative to the current directory. Both are made absolute on load, so the saved recipe (`save_recipe`) reruns
-from anywhere. Hub datasets (``hf:ID``, ``{hub: ID}``) stay as they are.
+``data.train_files`` and ``data.eval_files``, ``data.mixture``, ``output_dir``) are relative to the recipe file; paths
+given with ``--set`` are relative to the current directory. Both are made absolute on load, so the saved recipe
+(`save_recipe`) reruns from anywhere. Hub datasets (``hf:ID``, ``{hub: ID}``) stay as they are.
 
 The generic part, "a YAML file validated by a pydantic model, every problem reported at once", is here too and is
 what mixtures (`tulu_lite.data.mix`) and the eval settings use: `read_yaml` (safe load plus the line of every key),
@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from tulu_lite.errors import TuluError, at
 from tulu_lite.outputs import atomic_file
@@ -42,7 +50,8 @@ AttnImplementation = Literal[
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `--set training.epochs=.inf` must be a one-line error, not an OverflowError mid-setup.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TinyModelConfig(_Section):
@@ -164,10 +173,19 @@ DataFiles = list[DataSource]
 
 
 class DataConfig(_Section):
-    """Training data: conversation inputs (files, folders, hub datasets), or a mixture file (exactly one of the two)."""
+    """Training data: conversation inputs (files, folders, hub datasets), or a mixture file (exactly one of the two),
+    and optional held-out data.
+
+    Held-out data is never trained on; its loss is computed per source (the `dataset` field of each conversation,
+    or the mixture source name). Either `eval_files` (the same kinds of input as `train_files`), or
+    `eval_fraction`: a seeded share of every source of the training data, so each source of a mixture is
+    represented.
+    """
 
     train_files: DataFiles = Field(default_factory=list)
     mixture: Path | None = None
+    eval_files: DataFiles = Field(default_factory=list)
+    eval_fraction: float | None = Field(None, gt=0, lt=1)
     max_seq_length: int = Field(2048, ge=8)
     padding_free: bool = True
     num_proc: int = Field(1, ge=1)
@@ -176,7 +194,13 @@ class DataConfig(_Section):
     def _one_source(self) -> DataConfig:
         if bool(self.train_files) == (self.mixture is not None):
             raise ValueError("give exactly one of data.train_files or data.mixture")
+        if self.eval_files and self.eval_fraction is not None:
+            raise ValueError("give data.eval_files or data.eval_fraction, not both")
         return self
+
+    @property
+    def has_heldout(self) -> bool:
+        return bool(self.eval_files) or self.eval_fraction is not None
 
 
 class TrainingConfig(_Section):
@@ -199,6 +223,11 @@ class TrainingConfig(_Section):
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(500, ge=1)
     save_total_limit: int | None = Field(2, ge=1)
+    # Held-out loss every eval_steps (None: at every save_steps), always at the last step; needs held-out data.
+    eval_steps: int | None = Field(None, ge=1)
+    # Stop after this many evaluations without a lower overall held-out loss. With held-out data the output is
+    # always the adapter of the best evaluation (metrics.json: best_step).
+    early_stopping_patience: int | None = Field(None, ge=1)
     report_to: Literal["none", "tensorboard", "wandb"] = "none"
 
 
@@ -209,6 +238,20 @@ class Recipe(_Section):
     data: DataConfig
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     output_dir: Path
+    # Where the recipe was read from, for error lines that point at a key (set by load_recipe; not part of the recipe).
+    _origin: tuple[Path, dict, set] | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:  # the same recipe, wherever it was read from
+        return isinstance(other, Recipe) and self.model_dump() == other.model_dump()
+
+    @model_validator(mode="after")
+    def _heldout_settings(self) -> Recipe:
+        if not self.data.has_heldout:
+            wanted = [key for key in ("eval_steps", "early_stopping_patience") if getattr(self.training, key)]
+            if wanted:
+                raise ValueError(f"training.{wanted[0]} needs held-out data: set data.eval_files or "
+                                 f"data.eval_fraction")
+        return self
 
     @model_validator(mode="after")
     def _token_budget(self) -> Recipe:
@@ -227,6 +270,16 @@ class Recipe(_Section):
         """Checkpoints live beside the output (``OUT.checkpoints``) so the output itself appears only when complete."""
         return self.output_dir.with_name(self.output_dir.name + ".checkpoints")
 
+    def where(self, *key: str | int) -> str:
+        """``FILE:LINE: dotted.key`` for an error about `key` (``--set dotted.key`` when an override set it)."""
+        dotted = _dotted(key)
+        if self._origin is None:
+            return dotted
+        path, lines, override_keys = self._origin
+        if any(key[: len(set_key)] == set_key for set_key in override_keys):
+            return f"--set {dotted}"
+        return f"{at(path, _line(Problem(key, ''), lines))}: {dotted}"
+
 
 # ---- loading a recipe -----------------------------------------------------------------------------------------
 
@@ -244,6 +297,7 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recip
         problems += [_blame_overrides(problem, override_keys, lines) for problem in validation_problems(exc, Recipe)]
     if problems:
         raise TuluError(format_problems(path, lines, problems))
+    recipe._origin = (path, lines, override_keys)
     return recipe
 
 
@@ -313,7 +367,7 @@ def _blame_overrides(problem: Problem, override_keys: set[tuple], lines: dict[tu
 _PATH_KEYS = [("model", "name_or_path"), ("model", "tokenizer"), ("data", "mixture"), ("output_dir",)]
 
 
-_DATA_LISTS = [("data", "train_files")]  # lists of DataSource entries, each item resolved by _absolute_input
+_DATA_LISTS = [("data", "train_files"), ("data", "eval_files")]  # lists of DataSource entries, each item resolved by _absolute_input
 
 
 def _resolve_paths(raw: dict, base: Path, only: set[tuple] | None) -> None:

@@ -110,6 +110,7 @@ class AdapterDir:
     recipe: Recipe
     metrics: dict
     base_record: dict
+    checkpoint: dict | None = None  # a training checkpoint's checkpoint.json (step, max_steps), not a final output
 
     @property
     def quantized(self) -> bool:
@@ -194,7 +195,9 @@ def read_adapter_dir(path: str | Path) -> AdapterDir:
     if (path / "adapter_model.safetensors").is_file():
         check_safetensors(path / "adapter_model.safetensors")  # ...and a truncated file a SafetensorError
     recipe = load_recipe(path / "recipe.yaml")
-    return AdapterDir(path, recipe, _read_json(path / "metrics.json"), _read_json(path / "base_model.json"))
+    checkpoint = _read_json(path / "checkpoint.json") or None  # OUT.checkpoints/checkpoint-N of `tulu-lite train`
+    return AdapterDir(path, recipe, _read_json(path / "metrics.json"), _read_json(path / "base_model.json"),
+                      checkpoint)
 
 
 def _read_json(path: Path) -> dict:
@@ -651,14 +654,20 @@ def model_card(release: ReleaseInfo, verification: Verification | None) -> str:
     quant = recipe.quantization
     method = (f"QLoRA ({quant.quant_type}, double quant {quant.double_quant}), merged into the dequantized "
               f"4-bit weights" if quant else "LoRA")
+    title = Path(adapter.path).name
+    stage = ""
+    if adapter.checkpoint is not None:
+        step, total = adapter.checkpoint.get("step"), adapter.checkpoint.get("max_steps")
+        title = f"{recipe.output_dir.name}, checkpoint at step {step} of {total}"
+        stage = f" This is the training checkpoint at step {step} of {total}, not the run's final adapter."
     lines = [
         "---",
         "library_name: transformers",
         "tags: [tulu-lite, instruction-tuning, lora]",
         "---",
-        f"# {Path(adapter.path).name} (merged)",
+        f"# {title} (merged)",
         "",
-        f"Instruction-tuned with tulu-lite in the `{recipe.model.chat_template}` chat format.",
+        f"Instruction-tuned with tulu-lite in the `{recipe.model.chat_template}` chat format.{stage}",
         "",
         f"- **Base:** `{base}`" + (" (embedded tiny LLaMA, built from its seed)" if recipe.model.is_tiny else ""),
         f"- **Data:** {', '.join(data)} (max length {recipe.data.max_seq_length})",

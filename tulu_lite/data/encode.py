@@ -260,6 +260,9 @@ class EncodeReport:
 # ---- the dataset-level path (Arrow, cached, multi-process) ------------------------------------------------------
 
 DROP_TRUNCATED = "no trained token within max_seq_length"
+# Each example's source, kept through encoding for per-source held-out losses: the record's `dataset` field, else
+# the name of the file it came from.
+SOURCE_COLUMN = "dataset"
 _CONVERSATION_FEATURES = None  # built lazily: importing datasets costs a second
 
 
@@ -269,7 +272,7 @@ def _conversation_features():
         from datasets import Features, List, Value
 
         _CONVERSATION_FEATURES = Features(
-            {"messages": List({"role": Value("string"), "content": Value("string")})}
+            {"messages": List({"role": Value("string"), "content": Value("string")}), SOURCE_COLUMN: Value("string")}
         )
     return _CONVERSATION_FEATURES
 
@@ -281,16 +284,20 @@ def _conversation_rows(inputs: list[tuple[str, str]]):
 
     for mapping, _fingerprint in inputs:
         source = DataSource.model_validate_json(mapping)
+        fallback = Path(source.path).stem if source.path is not None else source.hub
         count = 0
         for record in read_records(source):
             count += 1
-            yield {"messages": [{"role": m["role"], "content": m["content"]} for m in record["messages"]]}
+            name = record.get("dataset")
+            yield {"messages": [{"role": m["role"], "content": m["content"]} for m in record["messages"]],
+                   SOURCE_COLUMN: str(name) if name not in (None, "") else fallback}
         if count == 0:
             raise TuluError(f"{source.label}: holds no conversation (the file is empty)")
 
 
 def load_conversations_dataset(items, cache_dir: str | None = None, *, key: str | None = None):
-    """The one loader of every conversation input list (``data.train_files`` and the like) into an Arrow dataset.
+    """The one loader of every conversation input list (``data.train_files``, ``data.eval_files``, mixture sources)
+    into an Arrow dataset of `messages` and `dataset` (the record's own field, else the input's name).
 
     `items` are `DataSource` entries or what they are made from (paths, ``hf:ID``, mappings): JSON Lines, JSON,
     Parquet, save_to_disk and dataset repository folders, hub datasets (see `tulu_lite.data.inputs`). Rows are
@@ -357,13 +364,15 @@ def encode_dataset(
     cache_dir: str | None = None,
     *,
     key: str | None = None,
+    with_source: bool = False,
 ):
     """Encode conversation inputs (files, folders, hub datasets: `load_conversations_dataset`) into an Arrow
     dataset of ``input_ids`` / ``labels``.
 
     Batched (`datasets.map(batched=True)`), optionally multi-process, and cached by datasets' fingerprint of the
     data files, tokenizer, template and length. Examples left with no trained token after truncation are
-    dropped and counted in the returned `EncodeReport`.
+    dropped and counted in the returned `EncodeReport`. `with_source` keeps each example's source (its `dataset`
+    field, else its file's name) as a `dataset` column, for per-source held-out losses.
     """
     import numpy as np
 
@@ -373,7 +382,7 @@ def encode_dataset(
         batched=True,
         batch_size=256,
         num_proc=num_proc if num_proc > 1 else None,
-        remove_columns=conversations.column_names,
+        remove_columns=[name for name in conversations.column_names if name != SOURCE_COLUMN],
         fn_kwargs={"tokenizer": tokenizer, "template": template, "max_seq_length": max_seq_length},
         new_fingerprint=_encoding_fingerprint(conversations._fingerprint, tokenizer, template, max_seq_length),
         desc=f"encoding ({template}, max {max_seq_length} tokens)",
@@ -385,7 +394,7 @@ def encode_dataset(
         tokens=int(np.asarray(encoded.data.column("n_tokens"))[keep].sum()),
         trained_tokens=int(trained.sum()),
     )
-    encoded = encoded.remove_columns(["n_tokens", "n_trained"])
+    encoded = encoded.remove_columns(["n_tokens", "n_trained"] + ([] if with_source else [SOURCE_COLUMN]))
     if report.kept < len(trained):
         report.dropped[f"{DROP_TRUNCATED} ({max_seq_length})"] = len(trained) - report.kept
         encoded = encoded.select(np.flatnonzero(keep))

@@ -1,0 +1,217 @@
+"""Held-out data: examples training never sees, and the assistant-token loss on them, per source.
+
+A source is what a user mixes: the `dataset` field of each conversation (the name of its file when it has none),
+or, when training from a mixture, the mixture source's name. Held-out examples come from `data.eval_files`, or are
+a seeded `data.eval_fraction` of every source of the training data (so each source of a mixture is represented,
+however small its share).
+
+The held-out loss is the training loss measured on those examples: the summed negative log-likelihood of the
+trained (assistant) tokens divided by their number, per source and over all sources (token-weighted, as a
+training batch is). It is computed with the same forward and loss as training on that device, on batches laid out
+by the same collator.
+
+`BestAdapter` remembers the adapter weights of the evaluation with the lowest overall held-out loss, so the run's
+output can be the best adapter, and counts the evaluations since then for early stopping.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from tulu_lite.data.encode import IGNORE_INDEX, SOURCE_COLUMN
+
+EVAL_LOSS = "eval_loss"  # the overall held-out loss, under the Trainer's name (loggers show it as eval/loss)
+
+
+def source_key(name: str) -> str:
+    """The logged metric of one source's held-out loss (loggers show it as eval/loss/NAME)."""
+    return f"{EVAL_LOSS}/{name}"
+
+
+# ---- which examples are held out -------------------------------------------------------------------------------
+
+
+def split_heldout(dataset, fraction: float, seed: int):
+    """Take a seeded `fraction` of every source out of `dataset`: return (the rest, {source: held-out examples}).
+
+    Each source gives ``round(fraction x its examples)``, at least one, but always leaves one to train on; a source
+    with a single example is not held out at all. The draw depends only on the seed and the examples' order.
+    """
+    groups = _indices_by_source(dataset)
+    rng = random.Random(f"{seed}:heldout")
+    held: dict[str, list[int]] = {}
+    for name in sorted(groups):
+        indices = groups[name]
+        count = min(len(indices) - 1, max(1, round(fraction * len(indices))))
+        if count >= 1:
+            held[name] = sorted(rng.sample(indices, count))
+    taken = {index for indices in held.values() for index in indices}
+    rest = [index for index in range(len(dataset)) if index not in taken]
+    return dataset.select(rest), {name: dataset.select(indices) for name, indices in held.items()}
+
+
+def by_source(dataset) -> dict:
+    """The examples of `dataset` grouped by source, sources in name order."""
+    groups = _indices_by_source(dataset)
+    return {name: dataset.select(groups[name]) for name in sorted(groups)}
+
+
+def _indices_by_source(dataset) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for index, name in enumerate(dataset[SOURCE_COLUMN]):
+        groups.setdefault(name, []).append(index)
+    return groups
+
+
+@dataclass(frozen=True)
+class SourceSize:
+    examples: int
+    trained_tokens: int  # the tokens the loss averages over (first token of each example excluded, as in training)
+
+
+def source_sizes(sets: dict) -> dict[str, SourceSize]:
+    return {name: SourceSize(len(ds), sum(_trained(labels) for labels in ds["labels"])) for name, ds in sets.items()}
+
+
+def _trained(labels: list[int]) -> int:
+    return sum(1 for label in labels[1:] if label != IGNORE_INDEX)
+
+
+# ---- the loss on them ------------------------------------------------------------------------------------------
+
+
+def eval_batches(lengths: list[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
+    """Batches of example indices for evaluation: by length (less padding), `batch_size` examples each, or as
+    many as fit in `max_tokens` when training batches by a token budget."""
+    order = sorted(range(len(lengths)), key=lambda index: lengths[index])
+    batches: list[list[int]] = []
+    used = 0
+    for index in order:
+        if not batches or (len(batches[-1]) >= batch_size if max_tokens is None
+                           else used + lengths[index] > max_tokens):
+            batches.append([])
+            used = 0
+        batches[-1].append(index)
+        used += lengths[index]
+    return batches
+
+
+@torch.no_grad()
+def summed_nll(model, batch: dict) -> torch.Tensor:
+    """The summed NLL of a batch's trained tokens, computed the way training computes it on this device.
+
+    CPU: the model's own cross-entropy (`num_items_in_batch=1` makes it a sum), as `TuluTrainer.compute_loss`.
+    GPU: TRL's fused LM head, as SFTTrainer's loss, which never builds the (tokens x vocab) logits.
+    """
+    device = model.get_input_embeddings().weight.device
+    batch = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+    batch["use_cache"] = False
+    if device.type == "cpu":
+        return model(**batch, num_items_in_batch=1).loss.double()
+    return -model(**batch, fused_lm_head=True).log_probs.double().sum()
+
+
+def heldout_sums(model, sets: dict, collate: Callable[[list[dict]], dict], *, batch_size: int,
+                 max_tokens: int | None, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """Per source (in `sets` order): [summed NLL, trained tokens] over this process's share of the batches."""
+    sums = torch.zeros(len(sets), 2, dtype=torch.float64)
+    for row, dataset in enumerate(sets.values()):
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        for batch_indices in eval_batches(lengths, batch_size, max_tokens)[rank::world_size]:
+            examples = [dataset[index] for index in batch_indices]
+            batch = collate([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
+            sums[row, 0] += float(summed_nll(model, batch))
+            sums[row, 1] += sum(_trained(e["labels"]) for e in examples)
+    return sums
+
+
+def losses_from_sums(names: Iterable[str], sums: torch.Tensor) -> dict[str, float]:
+    """`{eval_loss: overall, eval_loss/SOURCE: ...}` from the (reduced) per-source sums."""
+    metrics = {EVAL_LOSS: float(sums[:, 0].sum() / sums[:, 1].sum().clamp(min=1))}
+    for name, (nll, tokens) in zip(names, sums.tolist()):
+        metrics[source_key(name)] = nll / tokens if tokens else math.nan
+    return metrics
+
+
+# ---- the best adapter and early stopping -----------------------------------------------------------------------
+
+
+@dataclass
+class BestAdapter:
+    """The trainable weights at the lowest overall held-out loss so far, and evaluations since (for patience).
+
+    The evaluation before training (step 0) is drawn but never a candidate: the output is always a trained adapter.
+    """
+
+    step: int | None = None
+    loss: float = math.inf
+    weights: dict[str, torch.Tensor] | None = None
+    evals_since: int = 0
+
+    def observe(self, step: int, loss: float, model) -> bool:
+        """Record an evaluation; return whether it is the new best (then its weights are kept, on CPU)."""
+        if step == 0:
+            return False
+        if loss < self.loss:
+            self.step, self.loss, self.evals_since = step, loss, 0
+            self.weights = trainable_weights(model)
+            return True
+        self.evals_since += 1
+        return False
+
+    def restore_into(self, model) -> None:
+        """Put the best weights back into `model` (a no-op when there is no best yet)."""
+        if self.weights is None:
+            return
+        parameters = dict(model.named_parameters())
+        for name, value in self.weights.items():
+            parameters[name].data.copy_(value.to(parameters[name].device))
+
+    @classmethod
+    def from_history(cls, log_history: list[dict], best_step: int | None, weights: dict | None) -> BestAdapter:
+        """Rebuild the tracker of a resumed run from the Trainer's log history."""
+        evals = [entry for entry in log_history if EVAL_LOSS in entry and entry.get("step", 0) > 0]
+        best = cls()
+        for entry in evals:
+            if entry["step"] == best_step:
+                best.step, best.loss, best.weights = best_step, entry[EVAL_LOSS], weights
+        best.evals_since = sum(1 for entry in evals if best.step is not None and entry["step"] > best.step)
+        return best
+
+
+def trainable_weights(model) -> dict[str, torch.Tensor]:
+    return {name: param.detach().to("cpu", copy=True) for name, param in model.named_parameters()
+            if param.requires_grad}
+
+
+def save_weights(weights: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({name: tensor.contiguous() for name, tensor in weights.items()}, str(path))
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+@dataclass
+class EvalRecord:
+    """One evaluation for metrics.json: the step, the overall loss and each source's."""
+
+    step: int
+    loss: float
+    sources: dict[str, float] = field(default_factory=dict)
+
+
+def eval_history(log_history: list[dict], names: Iterable[str]) -> list[EvalRecord]:
+    names = list(names)
+    return [EvalRecord(entry["step"], entry[EVAL_LOSS], {name: entry.get(source_key(name)) for name in names})
+            for entry in log_history if EVAL_LOSS in entry]

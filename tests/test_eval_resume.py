@@ -23,10 +23,11 @@ DATA = Path(__file__).parent / "fixtures" / "eval"
 
 
 def slow_problem(path: Path, seconds: float) -> Path:
-    """A one-problem HumanEval file whose program takes `seconds` whatever the completion (it lands in a string):
-    long enough to kill the run while it executes."""
-    problem = {"task_id": "Slow/0", "prompt": f'import time\ntime.sleep({seconds})\n_ = """\n', "entry_point": "f",
-               "test": '"""\n\ndef f():\n    pass\n\n\ndef check(candidate):\n    pass\n'}
+    """A one-problem HumanEval file whose program takes `seconds` whatever the completion: long enough to kill the
+    run while it executes. The completion (one token: `eval_command` allows no more) lands in a comment, so the
+    candidate program is valid Python whatever the model says."""
+    problem = {"task_id": "Slow/0", "prompt": f"import time\ntime.sleep({seconds})\n\n\ndef f():\n    pass\n# ",
+               "entry_point": "f", "test": "\n\ndef check(candidate):\n    pass\n"}
     with gzip.open(path, "wt", encoding="utf-8") as handle:
         handle.write(json.dumps(problem) + "\n")
     return path
@@ -34,7 +35,7 @@ def slow_problem(path: Path, seconds: float) -> Path:
 
 def eval_command(model: Path, out: Path, problems: Path, timeout: float) -> list[str]:
     return [sys.executable, "-m", "tulu_lite", "eval", str(model), "--tasks", "gsm,codex_humaneval", "--data-dir",
-            str(DATA), "-o", str(out), "--limit", "1", "--max-new-tokens", "4", "--humaneval-samples", "1",
+            str(DATA), "-o", str(out), "--limit", "1", "--max-new-tokens", "1", "--humaneval-samples", "1",
             "--humaneval-file", str(problems), "--humaneval-timeout", str(timeout)]
 
 

@@ -291,7 +291,7 @@ def resolve_files(recipe: Recipe, key: str) -> list:
     items = list(getattr(recipe.data, key))
     for index, item in enumerate(items):
         if item.path is not None and not item.path.exists():
-            raise TuluError(f"{recipe.where('data', key, index)}: {item.path}: not found")
+            raise TuluError(f"{recipe.where('data', key, index)}: {item.path}: file not found")
     return items
 
 

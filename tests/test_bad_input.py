@@ -234,9 +234,7 @@ WRITERS = {
               "--max-new-tokens", "2"], lambda tmp: _base(tmp, "model")),
 }
 # Failures that belong to code another engineer owns; kept here (strict xfail) so the lead sees them close.
-OWNED_ELSEWHERE = {
-    "train: output full": "issue 11 (tulu_lite/train.py): an empty OUT.checkpoints is left",
-}
+OWNED_ELSEWHERE: dict[str, str] = {}
 
 
 def _output_cases(kind: str) -> list[BadInput]:
@@ -297,6 +295,8 @@ def _run_with_mount(kind: str, directory: str):
         "read-only": 'mount --bind "$D" "$D" && mount -o remount,bind,ro "$D"',
         # a 64 KiB tmpfs, filled up before the command runs: creating a file works, writing data does not
         "full": 'mount -t tmpfs -o size=64k tmpfs "$D" && (cat /dev/zero > "$D/.filler" 2>/dev/null; true)',
+        # 512 KiB free: enough to start a run, not enough for a checkpoint (its tokenizer alone is 1.8 MB)
+        "small": 'mount -t tmpfs -o size=512k tmpfs "$D"',
     }[kind]
 
     def run_cli(args, cwd, env=None, timeout=180):
@@ -334,6 +334,17 @@ def test_full_disk(case, tmp_path, monkeypatch):
     monkeypatch.setattr(cli_cases, "run_cli", _run_with_mount("full", "full"))
     check_bad_input(_env(case), tmp_path)
     assert (tmp_path / "listing.txt").read_text() == "", "something was left on the full disk"
+
+
+@pytest.mark.skipif(NO_MOUNTS is not None, reason=f"a full disk needs a tmpfs in a namespace: {NO_MOUNTS}")
+def test_a_disk_that_fills_up_during_training_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli_cases, "run_cli", _run_with_mount("small", "small"))
+    case = BadInput("train: disk fills up at the first checkpoint",
+                    ["train", "recipe.yaml", "--set", "output_dir=small/run", "--set", "training.save_steps=1"],
+                    r"small/run\.checkpoints/checkpoint-1: could not write a checkpoint \(.*(No space left|no space left)",
+                    setup=lambda tmp: (_recipe(tmp), (tmp / "small").mkdir()), allow_new=("listing.txt",),
+                    timeout=300)
+    check_bad_input(_env(case), tmp_path)
 
 
 # ---- what still works -------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tulu_lite.config import Recipe, load_recipe
 from tulu_lite.errors import TuluError
-from tulu_lite.outputs import ensure_writable, write_json
+from tulu_lite.outputs import ensure_writable, os_reason, write_json
 
 CHECKPOINT_PREFIX = "checkpoint-"
 MANIFEST = "checkpoint.json"
@@ -199,15 +199,23 @@ def run_lock(recipe: Recipe, *, enabled: bool = True) -> Iterator[None]:
         return
     directory = recipe.checkpoint_dir
     ensure_writable(directory / LOCK, "checkpoints")
-    handle = _acquire(directory / LOCK, recipe)
+    try:
+        handle = _acquire(directory / LOCK, recipe)
+    except OSError as exc:  # a full disk: the lock's pid line can't be written
+        _release(directory)
+        raise TuluError(f"{directory / LOCK}: {os_reason(exc)}") from None
     try:
         yield
     finally:
-        # Removed while still held; a process that opened the old file re-checks it after locking (`_acquire`).
-        (directory / LOCK).unlink(missing_ok=True)
-        if directory.is_dir() and not any(directory.iterdir()):
-            directory.rmdir()
+        _release(directory)
         handle.close()
+
+
+def _release(directory: Path) -> None:
+    # Removed while still held; a process that opened the old file re-checks it after locking (`_acquire`).
+    (directory / LOCK).unlink(missing_ok=True)
+    if directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
 
 
 def _acquire(path: Path, recipe: Recipe):
@@ -226,8 +234,12 @@ def _acquire(path: Path, recipe: Recipe):
     if not path.exists() or os.stat(path).st_ino != os.fstat(handle.fileno()).st_ino:
         handle.close()
         return _acquire(path, recipe)
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+    except OSError:
+        handle.close()
+        raise
     return handle

@@ -40,7 +40,7 @@ from rich.console import Console
 from tulu_lite.config import ModelConfig, Recipe, load_recipe
 from tulu_lite.data.chat_format import TULU_CHAT_TEMPLATE, ChatFormat, generation_prompt
 from tulu_lite.errors import TuluError
-from tulu_lite.outputs import atomic_dir, atomic_file, write_json
+from tulu_lite.outputs import atomic_dir, atomic_file, write_errors, write_json
 
 MergeDtype = Literal["bfloat16", "float16", "float32"]
 MERGE_DTYPES: tuple[str, ...] = ("bfloat16", "float16", "float32")
@@ -156,7 +156,7 @@ def merge(
             with _stage(console, "verifying the merged model against the reference"):
                 verification = compare(reference, logits_on(merged, prompts), _least_precise(adapter, merge_dtype))
             _check_verification(verification)
-        with _stage(console, f"writing {out_dir}"), _write_errors(out_dir):
+        with _stage(console, f"writing {out_dir}"), write_errors(out_dir, "the merged model"):
             release = ReleaseInfo(adapter, model_cfg, merge_dtype, str(device), max_shard_size, tokenizer)
             save_release(merged, release, tmp)
         del merged
@@ -164,7 +164,7 @@ def merge(
         if verify and adapter.quantized:
             naive = _naive_logits(adapter, model_cfg, merge_dtype, device, prompts, console)
             verification = dataclasses.replace(verification, naive=logits_diff(reference, naive))
-        with _write_errors(out_dir):
+        with write_errors(out_dir, "the merged model"):
             write_json(tmp / "merge.json", merge_settings(release, verification))
             write_model_card(tmp / "README.md", release, verification)
     method = "qlora" if adapter.quantized else "lora"
@@ -734,25 +734,6 @@ def _stage(console: Console, description: str) -> Iterator[None]:
     with console.status(description):
         yield
     console.print(f"[green]✓[/] {description} [dim]({time.perf_counter() - start:.1f}s)[/]", highlight=False)
-
-
-@contextmanager
-def _write_errors(out_dir: Path) -> Iterator[None]:
-    """A full disk or a vanished folder while writing is one line naming OUT_DIR (atomic_dir removes the rest).
-
-    safetensors reports write failures as its own SafetensorError ("No space left on device (os error 28)"),
-    not as OSError, so both are mapped.
-    """
-    from safetensors import SafetensorError
-
-    try:
-        yield
-    except OSError as exc:
-        reason = exc.strerror.lower() if exc.strerror else str(exc)
-        raise TuluError(f"{out_dir}: could not write the merged model ({reason}); nothing was written") from exc
-    except SafetensorError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "safetensors error"
-        raise TuluError(f"{out_dir}: could not write the merged model ({reason}); nothing was written") from exc
 
 
 def _free_memory() -> None:

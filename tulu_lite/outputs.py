@@ -164,6 +164,30 @@ def _name_the_target(exc: BaseException, target: Path) -> None:
         raise TuluError(f"{target}: {os_reason(exc)}") from exc
 
 
+# How Rust libraries (safetensors, tokenizers) report an I/O error: SafetensorError / a bare Exception whose text
+# ends like "No space left on device (os error 28)", never an OSError.
+_RUST_IO_ERROR = re.compile(r"(.*?)\s*\(os error \d+\)")
+
+
+@contextmanager
+def write_errors(target: str | os.PathLike, what: str) -> Iterator[None]:
+    """A disk that fills up (or a folder that vanishes) while a library writes `what` into `target` is one line.
+
+    Pre-flight checks can't foresee a disk filling up mid-write; safetensors and tokenizers report it in their own
+    exception types (`_RUST_IO_ERROR`), so those are mapped too. Anything else passes through unchanged.
+    """
+    try:
+        yield
+    except OSError as exc:
+        raise TuluError(f"{target}: could not write {what} ({os_reason(exc)})") from exc
+    except Exception as exc:
+        found = _RUST_IO_ERROR.search(str(exc))
+        if found is None:
+            raise
+        reason = found.group(1).split(":")[-1].strip().lower() or "i/o error"
+        raise TuluError(f"{target}: could not write {what} ({reason})") from exc
+
+
 def write_json(target: str | os.PathLike, obj: object) -> None:
     """Write `obj` as indented JSON, atomically."""
     with atomic_file(target) as handle:

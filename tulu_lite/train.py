@@ -63,7 +63,7 @@ from tulu_lite.model import (
     resolve_dtype,
     weights_sha256,
 )
-from tulu_lite.outputs import atomic_dir, ensure_writable, write_json
+from tulu_lite.outputs import atomic_dir, ensure_writable, write_errors, write_json
 
 # Seconds a collective may wait for the slowest process before the job is killed: transformers' default
 # `ddp_timeout`, given to the process group when `train` creates it (see `distributed_state`).
@@ -648,10 +648,13 @@ def _trainer_class():
             return metrics
 
         def _save_checkpoint(self, model, trial):
-            super()._save_checkpoint(model, trial)
-            if self.args.should_save:
-                folder = Path(self.args.output_dir) / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
-                write_checkpoint_extras(self, folder)
+            folder = Path(self.args.output_dir) / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
+            # A disk filling up mid-run is one line; the half-written checkpoint has no manifest, so --resume
+            # skips it (tulu_lite.checkpoints).
+            with write_errors(folder, "a checkpoint"):
+                super()._save_checkpoint(model, trial)
+                if self.args.should_save:
+                    write_checkpoint_extras(self, folder)
 
     return TuluTrainer
 
@@ -955,7 +958,7 @@ def write_output(
 
     `adapter` is the LoRA state gathered from FSDP shards (`gathered_adapter`); None means the model holds it.
     """
-    with atomic_dir(recipe.output_dir, force=force) as tmp:
+    with atomic_dir(recipe.output_dir, force=force) as tmp, write_errors(recipe.output_dir, "the adapter"):
         trainer.model.save_pretrained(tmp, state_dict=adapter)
         tokenizer.save_pretrained(tmp)
         save_recipe(recipe, tmp / "recipe.yaml")

@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 
 import yaml
+from tiny_runs import DEMO, StopAfter
 from transformers import TrainerCallback
 
-DEMO = Path(__file__).resolve().parents[1] / "tulu_lite" / "assets" / "demo" / "train.jsonl"
 # 4-bit nf4 with gradient checkpointing, as the TÜLU recipes train
 QLORA = ["quantization.quant_type=nf4", "training.gradient_checkpointing=true"]
 
@@ -71,15 +71,6 @@ class RecordBatches(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.handle.remove()
-
-
-class StopAfter(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt("simulated crash")
 
 
 def write(workdir: Path, check: str, data: dict) -> None:

@@ -4,7 +4,6 @@ column mappings; the same records and the same errors as JSON Lines; training on
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import datasets
@@ -15,6 +14,8 @@ from tulu_lite.data.conversations import read_conversations
 from tulu_lite.data.encode import encode_dataset, load_conversations_dataset
 from tulu_lite.data.inputs import input_kind, parse_input, read_records
 from tulu_lite.errors import TuluError
+
+from tiny_runs import tiny_cache  # noqa: F401  (keeps built tiny bases out of the user cache)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "tulu_lite" / "assets" / "demo" / "train.jsonl"
@@ -140,19 +141,8 @@ def test_an_empty_or_missing_input_in_a_list_is_named(tmp_path):
         load_conversations_dataset([DEMO, tmp_path / "gone.parquet"], key="data.train_files")
 
 
-@pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory):
-    old = os.environ.get("TULU_LITE_CACHE")
-    os.environ["TULU_LITE_CACHE"] = str(tmp_path_factory.mktemp("tulu-cache"))
-    yield
-    if old is None:
-        os.environ.pop("TULU_LITE_CACHE")
-    else:
-        os.environ["TULU_LITE_CACHE"] = old
-
-
 @pytest.mark.parametrize("name", ["chats.parquet", "saved", "repo"])
-def test_the_demo_trains_end_to_end_on_ecosystem_data(ecosystem, tmp_path, tiny_cache, llama_tokenizer, name):
+def test_the_demo_trains_end_to_end_on_ecosystem_data(ecosystem, tmp_path, llama_tokenizer, name):
     from tulu_lite.train import train
 
     overrides = [f"data.train_files=[{ecosystem / name}]", "training.max_steps=2", "training.logging_steps=1",

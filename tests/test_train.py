@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from tiny_runs import DEMO, tiny_cache, write_recipe  # noqa: F401
+from tiny_runs import DEMO, StopAfter, tiny_cache, write_recipe  # noqa: F401
 from transformers import TrainerCallback
 
 from tulu_lite.config import load_recipe
@@ -104,17 +104,6 @@ def test_qlora_4bit_padded_from_mixture(tmp_path):
     # The base really was 4-bit: its linear weights are packed uint8 and did not change.
     packed = [key for key, value in snapshot.before.items() if value.dtype == torch.uint8]
     assert any("q_proj" in key for key in packed)
-
-
-class StopAfter(TrainerCallback):
-    """Simulates a crash (Ctrl-C, preemption) once `step` optimizer steps are done."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt("simulated crash")
 
 
 @pytest.mark.slow

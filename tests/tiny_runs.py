@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from transformers import TrainerCallback
 
 DEMO = Path(__file__).resolve().parents[1] / "tulu_lite" / "assets" / "demo" / "train.jsonl"
 
@@ -62,3 +63,14 @@ def topic(record: dict) -> str:
     if answer.startswith("The opposite of "):
         return "opposites"
     return "sounds" if " says " in answer else "colours"
+
+
+class StopAfter(TrainerCallback):
+    """Simulates a crash (Ctrl-C, preemption) once `step` optimizer steps are done."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt("simulated crash")

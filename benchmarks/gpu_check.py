@@ -19,9 +19,11 @@ dtype `auto` picks). Training data are generated from the bundled demo chats (1-
 4. eval: batched greedy generation of a few prompts with the merged model, and batched log-likelihoods equal to
    unbatched ones (left padding done right).
 5. with 2 GPUs visible: `accelerate launch --multi_gpu --num_processes 2 -m tulu_lite train` (DDP) and the same with
-   recipes/accelerate/fsdp.yaml (FSDP, 4-bit weights sharded) finish and write adapters; the FSDP one merges.
+   recipes/accelerate/fsdp.yaml, for QLoRA (4-bit weights sharded) and for LoRA on the bf16 base, finish and write
+   adapters; both FSDP adapters merge. This process itself sees only the first GPU (CUDA_VISIBLE_DEVICES).
 
-Prints a table, writes benchmarks/results/gpu_check.json (`--json`), exits 1 if a check failed; without CUDA it says
+Prints a table, writes benchmarks/results/gpu_check.json (`--json`), exits 1 if a check failed (a stage that raises,
+an out-of-memory say, is a failed check in the table); without CUDA it says
 so in one line and exits 2. `--cpu-dry-run` runs checks 1-4 on a tiny model on the CPU (no memory, flash or
 multi-GPU checks): the test suite uses it so that this script keeps working where no GPU is.
 """
@@ -307,16 +309,19 @@ def eval_check(model_dir: Path) -> Check:
 # ---- 5. two GPUs ----------------------------------------------------------------------------------------------
 
 
-def multi_gpu_checks(workdir: Path, recipe, device: torch.device) -> list[Check]:
+def multi_gpu_checks(workdir: Path, recipe, device: torch.device, gpus: list[str]) -> list[Check]:
     from tulu_lite.config import save_recipe
 
     checks = []
-    for name, launch in (("ddp", ["--multi_gpu"]), ("fsdp", ["--config_file", str(FSDP_CONFIG)])):
+    fsdp = ["--config_file", str(FSDP_CONFIG)]
+    launches = (("ddp", ["--multi_gpu"], recipe), ("fsdp", fsdp, recipe),
+                ("fsdp-lora", fsdp, recipe.model_copy(update={"quantization": None})))  # bf16 LoRA, not 4-bit
+    for name, launch, run_recipe in launches:
         path = workdir / f"{name}.yaml"
-        save_recipe(recipe.model_copy(update={"output_dir": workdir / f"{name}-2gpu"}), path)
+        save_recipe(run_recipe.model_copy(update={"output_dir": workdir / f"{name}-2gpu"}), path)
         command = [sys.executable, "-m", "accelerate.commands.launch", *launch, "--num_processes", "2",
                    "--num_machines", "1", "--dynamo_backend", "no", "-m", "tulu_lite", "train", str(path), "--force"]
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0,1")}
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(gpus)}  # this process itself sees only the first
         started = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - started
@@ -327,9 +332,9 @@ def multi_gpu_checks(workdir: Path, recipe, device: torch.device) -> list[Check]
         tail = "" if ok else " | " + (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
         checks.append(Check(f"{name.upper()} on 2 GPUs", ok, f"{seconds:.0f}s, final loss "
                             f"{metrics.get('final_loss', float('nan')):.3f}{tail}", {"seconds": seconds}))
-        if name == "fsdp" and ok:
-            merged, _ = merge_check(workdir / "fsdp-2gpu", workdir / "fsdp-merged", device)
-            checks.append(Check("FSDP adapter merges, verified", merged.ok, merged.detail, merged.figures))
+        if name.startswith("fsdp") and ok:
+            merged, _ = merge_check(workdir / f"{name}-2gpu", workdir / f"{name}-merged", device)
+            checks.append(Check(f"{name.upper()} adapter merges, verified", merged.ok, merged.detail, merged.figures))
     return checks
 
 
@@ -375,7 +380,33 @@ def environment(device: torch.device) -> dict:
     return info
 
 
-def run_checks(args, workdir: Path, device: torch.device) -> tuple[list[Check], dict]:
+def guarded(name: str, stage, *args):
+    """Run one stage; an exception becomes a failed check (with its last line) so the table and report still appear."""
+    try:
+        return stage(*args)
+    except Exception as error:  # noqa: BLE001 (an OOM, a failed merge verification, a launch that died: all reported)
+        message = (str(error).strip().splitlines() or [""])[-1][:300]
+        return Check(name, False, f"raised {type(error).__name__}: {message}")
+
+
+def pin_one_gpu() -> list[str]:
+    """Show this process GPU 0 only and return every visible GPU, for the DDP/FSDP launches.
+
+    Plain `tulu-lite train` refuses several visible GPUs in one process (transformers would wrap the model in
+    nn.DataParallel, which TRL refuses), so the single-process checks must see one. This has to happen before CUDA
+    initialises: the runtime reads CUDA_VISIBLE_DEVICES once. `torch.cuda.device_count()` asks NVML before that
+    and does not initialise CUDA (torch/cuda/__init__.py, device_count -> _device_count_nvml).
+    """
+    count = torch.cuda.device_count()
+    if count < 2:
+        return [str(index) for index in range(count)]
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = [gpu.strip() for gpu in listed.split(",")][:count] if listed else [str(index) for index in range(count)]
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus[0]
+    return gpus
+
+
+def run_checks(args, workdir: Path, device: torch.device, gpus: list[str]) -> tuple[list[Check], dict]:
     from tulu_lite.data.encode import encode
     from tulu_lite.data.conversations import read_conversations
     from tulu_lite.model import load_recipe_tokenizer
@@ -389,23 +420,28 @@ def run_checks(args, workdir: Path, device: torch.device) -> tuple[list[Check], 
     recipe = make_recipe(workdir, base, chats, args, name="layouts")
     examples = [encode(record["messages"], load_recipe_tokenizer(recipe.model), max_seq_length=256)
                 for record in list(read_conversations(chats))[:8]]
-    checks = layout_checks(recipe, examples, attentions, device)
+    layouts = guarded("padded == padding-free", layout_checks, recipe, examples, attentions, device)
+    checks = layouts if isinstance(layouts, list) else [layouts]
 
-    runs = []
-    for attention in attentions:
-        for padding_free in (True, False):
-            name = f"{attention}-{'pf' if padding_free else 'padded'}"
-            runs.append(train_run(make_recipe(workdir, base, chats, args, name=name, attention=attention,
-                                              padding_free=padding_free), device))
+    runs, failed_runs = [], []
     best = attentions[-1]
-    runs.append(train_run(make_recipe(workdir, base, chats, args, name=f"{best}-pf-nockpt", attention=best,
-                                      checkpointing=False), device))
-    checks += training_checks(runs)
+    plans = [(attention, padding_free, True) for attention in attentions for padding_free in (True, False)]
+    for attention, padding_free, checkpointing in [*plans, (best, True, False)]:
+        name = f"{attention}-{'pf' if padding_free else 'padded'}{'' if checkpointing else '-nockpt'}"
+        run = guarded(f"train {name}", train_run, make_recipe(
+            workdir, base, chats, args, name=name, attention=attention, padding_free=padding_free,
+            checkpointing=checkpointing), device)
+        (failed_runs if isinstance(run, Check) else runs).append(run)
+    checks += training_checks(runs) + failed_runs
 
-    merged_check, merged = merge_check(workdir / f"{best}-pf", workdir / "merged", device)
-    checks += [merged_check, eval_check(merged)]
-    if device.type == "cuda" and torch.cuda.device_count() >= 2:
-        checks += multi_gpu_checks(workdir, make_recipe(workdir, base, chats, args, name="multi"), device)
+    merged = guarded("merge, verified", merge_check, workdir / f"{best}-pf", workdir / "merged", device)
+    checks.append(merged[0] if isinstance(merged, tuple) else merged)
+    if isinstance(merged, tuple):
+        checks.append(guarded("eval: batched generation + log-likelihoods", eval_check, merged[1]))
+    if device.type == "cuda" and len(gpus) >= 2:
+        multi = guarded("DDP and FSDP on 2 GPUs", multi_gpu_checks, workdir,
+                        make_recipe(workdir, base, chats, args, name="multi"), device, gpus[:2])
+        checks += multi if isinstance(multi, list) else [multi]
     else:
         checks.append(Check("DDP and FSDP on 2 GPUs", None, "skipped: fewer than 2 GPUs visible"))
     return checks, {"runs": runs}
@@ -435,18 +471,23 @@ def report(checks: list[Check], info: dict, args, extra: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    gpus = pin_one_gpu()  # before anything initialises CUDA
     if not torch.cuda.is_available() and not args.cpu_dry_run:
         print(f"gpu_check: no CUDA GPU visible (torch {torch.__version__}); run it on a machine with an NVIDIA GPU")
         return 2
     from tulu_lite.outputs import write_json
 
+    if not args.cpu_dry_run and torch.cuda.device_count() > 1:  # no NVML: CUDA started with every GPU visible
+        print(f"gpu_check: {torch.cuda.device_count()} GPUs visible and NVML could not narrow them; run "
+              f"CUDA_VISIBLE_DEVICES=0 python benchmarks/gpu_check.py (one GPU; the DDP/FSDP checks need NVML)")
+        return 2
     device = torch.device("cuda", 0) if not args.cpu_dry_run else torch.device("cpu")
     info = environment(device)
     with tempfile.TemporaryDirectory(prefix="tulu-gpu-check-") as tmp:
         workdir = args.keep or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("TULU_LITE_CACHE", str(workdir / "cache"))
-        checks, extra = run_checks(args, workdir, device)
+        checks, extra = run_checks(args, workdir, device, gpus)
     result = report(checks, info, args, extra)
     write_json(args.json, result)
     print(f"report written to {args.json}")

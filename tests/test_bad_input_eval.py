@@ -36,6 +36,12 @@ def predictions(records: list[dict]):
     return setup
 
 
+def predictions_bytes(data: bytes, name: str = "preds.jsonl"):
+    def setup(tmp: Path) -> None:
+        (tmp / name).write_bytes(data)
+    return setup
+
+
 def output_under_a_file(tmp: Path) -> None:
     fake_model(tmp)
     data_with(tmp, "gsm")
@@ -73,6 +79,23 @@ CASES = [
              ["eval", "--predictions", "{tmp}/preds.jsonl", "--tasks", "codex_humaneval", "-o", "{tmp}/out"],
              r"predictions name task ids not in .*HumanEval.jsonl.gz: HumanEval/999",
              predictions([{"task_id": "HumanEval/999", "completion": "    pass\n"}])),
+    # The same reader as the conversation files: a bad byte or bad JSON is one line with the line number.
+    BadInput("predictions that are not UTF-8",
+             ["eval", "--predictions", "{tmp}/preds.jsonl", "--tasks", "gsm", "-o", "{tmp}/out"],
+             r"preds.jsonl:2: not UTF-8 text \(invalid start byte at byte 13 of the line\)$",
+             predictions_bytes(b'{"protocol": "tulu-v1"}\n{"output": "\xff"}\n')),
+    BadInput("an AlpacaEval JSON that is not UTF-8",
+             ["eval", "--predictions", "{tmp}/preds.json", "--tasks", "alpaca_eval", "-o", "{tmp}/out"],
+             r"preds.json:3: not UTF-8 text \(invalid start byte at byte \d+\)$",
+             predictions_bytes(b'[\n {"instruction": "a",\n  "output": "\xff"}]\n', "preds.json")),
+    BadInput("an AlpacaEval JSON with a control character",
+             ["eval", "--predictions", "{tmp}/preds.json", "--tasks", "alpaca_eval", "-o", "{tmp}/out"],
+             r"preds.json:1: not valid JSON \(Invalid control character at column 20\)$",
+             predictions_bytes(b'[{"instruction": "a\tb"}]', "preds.json")),
+    BadInput("compare: results that are not UTF-8", ["eval", "compare", "{tmp}/res"],
+             r"res/gsm/metrics.json:1: not UTF-8 text \(invalid start byte at byte 2\)$",
+             lambda tmp: ((tmp / "res" / "gsm").mkdir(parents=True), (tmp / "res" / "gsm" / "metrics.json")
+                          .write_bytes(b'{\xff}'))),
     BadInput("output under a file", [*RUN[:-1], "{tmp}/afile/out", "--tasks", "gsm"],
              r"--output-dir .*afile/out/gsm: .*afile is a file, not a directory", output_under_a_file),
     BadInput("output in a read-only place", [*RUN[:-1], "/sys/tulu-lite-eval-out", "--tasks", "gsm"],
@@ -88,3 +111,13 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_bad_input(case, tmp_path):
     check_bad_input(case, tmp_path)
+
+
+def test_predictions_with_a_byte_order_mark_are_read(tmp_path, capsys):
+    # Editors on Windows add one; the conversation reader accepts it, so does every eval reader.
+    from tulu_lite.eval.data_files import read_json, read_jsonl
+
+    (tmp_path / "p.jsonl").write_bytes(b'\xef\xbb\xbf{"a": 1}\n\n{"a": 2}\n')
+    (tmp_path / "p.json").write_bytes(b'\xef\xbb\xbf[{"a": 1}]')
+    assert list(read_jsonl(tmp_path / "p.jsonl")) == [(1, {"a": 1}), (3, {"a": 2})]
+    assert read_json(tmp_path / "p.json") == [{"a": 1}]

@@ -143,7 +143,7 @@ def test_user_errors_are_one_red_line(monkeypatch, capsys, tmp_path, tiny_model_
     code, err = run_main(monkeypatch, capsys, "eval", str(tiny_model_dir), "--tasks", "gsm,mmlx", "-o", str(tmp_path))
     assert code == 2 and err.strip().splitlines() == [
         "error: --tasks: unknown task mmlx (expected some of: mmlu, gsm, bbh, tydiqa, codex_humaneval, truthfulqa, "
-        "toxigen, alpaca_eval, or all)"]
+        "toxigen, alpaca_eval, gsm_direct, bbh_direct; or all: the paper's eight)"]
     code, err = run_main(monkeypatch, capsys, "eval", "compare", str(tmp_path))
     assert code == 2 and "no task results" in err and len(err.strip().splitlines()) == 1
     code, err = run_main(monkeypatch, capsys, "eval", str(tiny_model_dir), "--predictions", "p.jsonl", "--tasks",

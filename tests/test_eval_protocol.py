@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from tulu_lite.errors import TuluError
-from tulu_lite.eval import alpaca_eval, bbh, gsm, humaneval, mmlu, toxigen, truthfulqa, tydiqa
+from tulu_lite.eval import alpaca_eval, bbh, bbh_direct, gsm, gsm_direct, humaneval, mmlu, toxigen, truthfulqa, tydiqa
 from tulu_lite.eval.scoring import (
     open_instruct_exact_match, open_instruct_gsm_answer, open_instruct_match, open_instruct_mc1, open_instruct_mc2,
     open_instruct_pass_at_k, open_instruct_squad, pass_at_k, truncate_at_stop,
 )
-from tulu_lite.eval.settings import make_settings
+from tulu_lite.eval.settings import make_settings, parse_tasks
 from tulu_lite.eval.subsets import set_order
 
 DATA = Path(__file__).parent / "fixtures" / "eval"
@@ -158,6 +158,76 @@ def test_bbh_prompt_and_decoding(tmp_path, llama_tokenizer):
     assert options == {"max_new_tokens": 512, "stop": [], "description": "bbh"}  # no stop for CoT in the reference
     records, calls = prompts_of(bbh, "bbh", tmp_path, llama_tokenizer, chat_format="none")
     assert calls[0][0][snarks].text == cot + "\n\nQ: " + question + "\nA:"
+
+
+GSM_DIRECT_PREFIX = (
+    "Answer the following questions.\n\n"
+    "Quesion: There are 15 trees in the grove. Grove workers will plant trees in the grove today. After they are "
+    "done, there will be 21 trees. How many trees did the grove workers plant today?\nAnswer: 6\n\n"
+    "Quesion: If there are 3 cars in the parking lot and 2 more cars arrive, how many cars are in the parking lot?\n"
+    "Answer: 5\n\n"
+    "Quesion: Leah had 32 chocolates and her sister had 42. If they ate 35, how many pieces do they have left in "
+    "total?\nAnswer: 39\n\n"
+    "Quesion: Jason had 20 lollipops. He gave Denny some lollipops. Now Jason has 12 lollipops. How many lollipops "
+    "did Jason give to Denny?\nAnswer: 8\n\n"
+    "Quesion: Shawn has five toys. For Christmas, he got two toys each from his mom and dad. How many toys does he "
+    "have now?\nAnswer: 9\n\n"
+    "Quesion: There were nine computers in the server room. Five more computers were installed each day, from "
+    "monday to thursday. How many computers are now in the server room?\nAnswer: 29\n\n"
+    "Quesion: Michael had 58 golf balls. On tuesday, he lost 23 golf balls. On wednesday, he lost 2 more. How many "
+    "golf balls did he have at the end of wednesday?\nAnswer: 33\n\n"
+    "Quesion: Olivia has $23. She bought five bagels for $3 each. How much money does she have left?\nAnswer: "
+    "8\n\n")
+
+
+def test_gsm_direct_prompt_keeps_the_references_typo_and_the_same_subset(tmp_path, llama_tokenizer):
+    # eval/gsm/run_eval.py --no_cot: "Quesion: " + question + "\nAnswer: " + short_answer per exemplar; the test
+    # question itself still says "Question: "; same draw, stop and scorers as the CoT run.
+    records, calls = prompts_of(gsm_direct, "gsm_direct", tmp_path, llama_tokenizer)
+    (prompts, options), = calls
+    assert prompts[0].text == "<|user|>\n" + GSM_DIRECT_PREFIX + "Question: " + GSM_Q0 + "\n<|assistant|>\nAnswer:"
+    assert options == {"max_new_tokens": 512, "stop": ["\n"], "description": "gsm_direct"}
+    assert [r["index"] for r in records] == [r["index"] for r in prompts_of(gsm, "gsm", tmp_path, llama_tokenizer)[0]]
+    lite = prompts_of(gsm_direct, "gsm_direct", tmp_path, llama_tokenizer, protocol="tulu-lite")[1][0][0][0].text
+    assert "Quesion" not in lite and GSM_DIRECT_PREFIX.replace("Quesion", "Question") in lite
+
+
+def test_bbh_direct_prompt_is_each_question_and_its_final_answer(tmp_path, llama_tokenizer):
+    # eval/bbh/run_eval.py --no_cot: every "\n\n" block starting with "Q:" becomes its question, "\nA: " and what
+    # follows its last "So the answer is" (final period kept); the description block stays.
+    records, calls = prompts_of(bbh_direct, "bbh_direct", tmp_path, llama_tokenizer)
+    (prompts, options), = calls
+    snarks = next(i for i, r in enumerate(records) if r["task"] == "snarks" and r["index"] == 0)
+    direct = (
+        "Determine which of two sentences is sarcastic.\n\n"
+        "Q: Which sentence is more sarcastic?\nOptions:\n(A) Oh wonderful, the printer is jammed again\n"
+        "(B) The printer is working\nA: (A).\n\n"
+        "Q: Which sentence is more sarcastic?\nOptions:\n(A) I finished my homework\n(B) Sure, I would love to do more "
+        "homework on a Saturday night\nA: (B).\n\n"
+        "Q: Which sentence is more sarcastic?\nOptions:\n(A) Yeah, because traffic jams are the best part of my day\n"
+        "(B) Traffic was light this morning\nA: (A).")
+    question = ("Which sentence is more sarcastic?\nOptions:\n(A) I love waiting in line for hours\n"
+                "(B) I love sunny days")
+    assert prompts[snarks].text == "<|user|>\n" + direct + "\n\nQ: " + question + "\n<|assistant|>\nA:"
+    # The reference's "\n\n" stop is nested one list too deep and never fires: 512 tokens, no stop.
+    assert options == {"max_new_tokens": 512, "stop": [], "description": "bbh_direct"}
+    boolean = next(p.text for p, r in zip(prompts, records) if r["task"] == "boolean_expressions")
+    assert "Q: not ( False ) and True is\nA: True.\n\nQ: False or ( not True ) is\nA: False." in boolean
+    assert [(r["task"], r["index"]) for r in records] == [
+        (r["task"], r["index"]) for r in prompts_of(bbh, "bbh", tmp_path, llama_tokenizer)[0]]
+
+
+def test_bbh_direct_needs_final_answers_in_the_cot_prompt(tmp_path):
+    prompt = tmp_path / "task.txt"
+    prompt.write_text("canary\n-----\nA task.\n\nQ: 1 + 1?\nA: Let's think step by step. It is 2.\n")
+    with pytest.raises(TuluError, match=r"task.txt: an example without 'So the answer is'"):
+        bbh.cot_prompt(prompt, settings_for("bbh", tmp_path), direct=True)
+
+
+def test_all_tasks_means_the_papers_eight():
+    assert parse_tasks("all") == ["mmlu", "gsm", "bbh", "tydiqa", "codex_humaneval", "truthfulqa", "toxigen",
+                                  "alpaca_eval"]
+    assert parse_tasks("gsm_direct,bbh_direct") == ["gsm_direct", "bbh_direct"]
 
 
 TYDIQA_EN = ("Answer the following question based on the information in the given passage.\n\n"

@@ -23,7 +23,7 @@ SAMPLES = 10
 # examples per task at --limit 1: MMLU 2 subjects x 2 shot counts, BBH 2 tasks, TydiQA 3 languages, HumanEval
 # 1 problem x 10 samples x 2 temperatures, ToxiGen 2 groups
 EXPECTED_COUNTS = {"mmlu": 4, "gsm": 1, "bbh": 2, "tydiqa": 3, "codex_humaneval": 2 * SAMPLES, "truthfulqa": 1,
-                   "toxigen": 2, "alpaca_eval": 1}
+                   "toxigen": 2, "alpaca_eval": 1, "gsm_direct": 1, "bbh_direct": 2}
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -83,7 +83,8 @@ def test_tulu_v1_uses_the_papers_chat_format_per_task(run_v1):
     formats = {task: json.loads((settings.output_dir / task / "settings.json").read_text())["task_settings"]
                ["chat_format"] for task in TASKS}
     assert formats == {"mmlu": "tulu", "gsm": "tulu", "bbh": "tulu", "tydiqa": "tulu", "codex_humaneval": "none",
-                       "truthfulqa": "none", "toxigen": "tulu", "alpaca_eval": "tulu"}
+                       "truthfulqa": "none", "toxigen": "tulu", "alpaca_eval": "tulu", "gsm_direct": "tulu",
+                       "bbh_direct": "tulu"}
     gsm = read_jsonl(settings.output_dir / "gsm" / "predictions.jsonl")[0]
     assert gsm["prompt"].startswith("<|user|>\nAnswer the following questions.\n\n") and \
         gsm["prompt"].endswith("\n<|assistant|>\nAnswer:")

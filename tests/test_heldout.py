@@ -217,3 +217,28 @@ def test_eval_fraction_of_a_qlora_mixture_is_reported_per_mixture_source(tmp_pat
     assert all(math.isfinite(loss) for entry in metrics["heldout"]["history"] for loss in entry["sources"].values())
     # Evaluating a 4-bit model must not switch bitsandbytes to its inference-only kernel (no autograd) for training.
     assert not [w for w in caught if "autograd kernel was not registered" in str(w.message)]
+    # loss.png: the training curve, the overall held-out curve and one per mixture source, at the evaluated steps.
+    lines = plotted_lines(metrics, tmp_path / "again.png")
+    history = metrics["heldout"]["history"]
+    assert lines["training"] == [entry["loss"] for entry in metrics["log_history"]]
+    assert lines["held-out, all sources"] == [entry["loss"] for entry in history]
+    for name in ("caps", "half-of-the-rest"):
+        assert lines[f"held-out {name}"] == [entry["sources"][name] for entry in history]
+    assert (recipe.output_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def plotted_lines(metrics: dict, target) -> dict[str, list[float]]:
+    """label -> y values of the curves `plot_loss` draws (the figure is caught as it is saved)."""
+    from matplotlib.figure import Figure
+
+    from tulu_lite.train import plot_loss
+
+    saved = []
+    original = Figure.savefig
+    Figure.savefig = lambda figure, *args, **kwargs: (saved.append(figure), original(figure, *args, **kwargs))
+    try:
+        plot_loss(metrics, target, title="check")
+    finally:
+        Figure.savefig = original
+    return {line.get_label(): [float(y) for y in line.get_ydata()] for line in saved[0].axes[0].get_lines()
+            if not line.get_label().startswith("_")}

@@ -145,10 +145,15 @@ def test_an_empty_or_missing_input_in_a_list_is_named(tmp_path):
 def test_the_demo_trains_end_to_end_on_ecosystem_data(ecosystem, tmp_path, llama_tokenizer, name):
     from tulu_lite.train import train
 
-    overrides = [f"data.train_files=[{ecosystem / name}]", "training.max_steps=2", "training.logging_steps=1",
+    # Held-out data takes the same kinds of input (here Parquet beside each kind of training input).
+    overrides = [f"data.train_files=[{ecosystem / name}]", f"data.eval_files=[{ecosystem / 'chats.parquet'}]",
+                 "training.max_steps=2", "training.logging_steps=1", "training.eval_steps=2",
                  "training.per_device_batch_size=4", f"output_dir={tmp_path / 'out'}"]
     result = train(load_recipe(DEMO_RECIPE, overrides))
     assert result.metrics["steps"] == 2 and (tmp_path / "out" / "adapter_model.safetensors").is_file()
+    heldout = result.metrics["heldout"]
+    assert sum(size["examples"] for size in heldout["sources"].values()) == 24
+    assert [entry["step"] for entry in heldout["history"]] == [0, 2]  # before training, then every 2 steps
     saved = load_recipe(tmp_path / "out" / "recipe.yaml")
     assert [item.path for item in saved.data.train_files] == [ecosystem / name]
     # What was trained is exactly the JSON Lines conversations: the same encoded rows.

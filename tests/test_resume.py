@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 from rich.console import Console
-from tiny_runs import tiny_cache, write_recipe  # noqa: F401
+from tiny_runs import read_demo, tiny_cache, write_jsonl, write_recipe  # noqa: F401
 
 from tulu_lite import checkpoints as ckpt
 from tulu_lite.config import load_recipe, save_recipe
@@ -152,6 +152,26 @@ def test_checkpoints_of_an_earlier_run_need_resume_or_force(finished_run, tmp_pa
     with pytest.raises(TuluError, match="holds checkpoints of an earlier run"):
         train(load_recipe(path), console=Console(file=io.StringIO()))
     assert ckpt.incomplete_reason(tmp_path / "out.checkpoints" / "checkpoint-4") is None  # untouched
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_mixture_edited_since_the_checkpoints(tmp_path):
+    # The recipe only names the mixture file: its content is what the checkpoints were trained on.
+    write_jsonl(tmp_path / "a.jsonl", read_demo()[:12])
+    write_jsonl(tmp_path / "b.jsonl", read_demo()[12:24])
+    mixture = tmp_path / "mix.yaml"
+    mixture.write_text("seed: 1\nsources:\n  - {name: a, path: a.jsonl}\n  - {name: b, path: b.jsonl}\n")
+    path = write_recipe(tmp_path, max_steps=2, save_steps=1, data={"mixture": str(mixture), "max_seq_length": 128})
+    train(load_recipe(path), console=Console(file=io.StringIO()))
+    mixture.write_text("seed: 1\nsources:\n  - {name: a, path: a.jsonl}\n  - {name: b, path: b.jsonl, "
+                       "max_examples: 3}\n")
+    with pytest.raises(TuluError, match=r"--resume: .*mix\.yaml changed since the checkpoints were trained on it"):
+        train(load_recipe(path), resume=True, force=True, console=Console(file=io.StringIO()))
+    mixture.write_text("seed: 1\nsources:\n  - {name: a, path: a.jsonl}\n  - {name: b, path: b.jsonl}\n")
+    # The same content again (comments and spacing aside) continues the run.
+    buffer = io.StringIO()
+    train(load_recipe(path, ["training.max_steps=3"]), resume=True, force=True, console=Console(file=buffer, width=200))
+    assert "resuming from" in buffer.getvalue()
 
 
 # ---- one run per output --------------------------------------------------------------------------------------

@@ -117,6 +117,13 @@ def test_cot_samples_each_file_with_the_shared_generator():
         ("cot_0", 'Premise: "A man is p'), ("cot_1", "Is the following sen"), ("cot_2", "Q: Tom has 3 apples ")]
 
 
+def test_cot_without_few_shot_examples_reads_neither_file_as_the_reference_did():
+    # reformat_datasets.py guards the zero-shot file with `if num_few_shot_examples > 0` too.
+    records, report = run("cot", "cot", cot_few_shot=0)
+    assert records == [] and report.records_read == 0
+    assert [r["id"] for r in run("cot", "cot", cot_zero_shot=0)[0]] == ["cot_0", "cot_1"]  # few-shot file only
+
+
 # ---- unnatural instructions ------------------------------------------------------------------------------------
 
 
@@ -276,3 +283,15 @@ def test_sharegpt_without_a_tokenizer_is_the_already_split_file(tmp_path):
     with pytest.raises(TuluError, match=r"sg|sharegpt_html_cleaned_and_split\.json:1: conversations\[1\]\.from is "
                                         r"'bard'"):
         list(iter_converted("sharegpt", path, ConvertOptions()))
+
+
+def test_a_sharegpt_folder_is_read_as_the_reference_read_it(tmp_path):
+    # prepare_train_data.sh leaves the two raw parts and the split file in one folder; the converter read the split
+    # file, the split script the two parts. Reading all three would convert every conversation twice.
+    part = lambda name: [{"id": name, "conversations": _turns(("human", "Hi"), ("gpt", "Hello"))}]  # noqa: E731
+    for name in ("sg_90k_part2_html_cleaned", "sg_90k_part1_html_cleaned", "sharegpt_html_cleaned_and_split"):
+        (tmp_path / f"{name}.json").write_text(json.dumps(part(name)))
+    ids = lambda **options: [r["id"] for r in iter_converted("sharegpt", tmp_path, ConvertOptions(**options))]  # noqa
+    assert ids() == ["sharegpt_sharegpt_html_cleaned_and_split"]
+    assert ids(tokenizer=str(BUNDLED_LLAMA_TOKENIZER)) == [
+        "sharegpt_sg_90k_part1_html_cleaned_0", "sharegpt_sg_90k_part2_html_cleaned_0"]

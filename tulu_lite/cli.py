@@ -109,7 +109,7 @@ def data_convert(
                              zero_shot_per_task=zero_shot_per_task, few_shot_per_task=few_shot_per_task,
                              n_few_shot=n_few_shot, cot_zero_shot=cot_zero_shot, cot_few_shot=cot_few_shot,
                              split_max_tokens=split_max_tokens, tokenizer=str(tokenizer) if tokenizer else None)
-    total = total_input_size(source, raw_path, style)
+    total = total_input_size(source, raw_path, options)
     with _bytes_progress() as progress:
         task = progress.add_task(f"converting {source}", total=total or None)
         report = convert(source, raw_path, out, options, force=force,
@@ -308,8 +308,8 @@ _RUN, _TASKS, _SCORING = "Run", "Task options", "Scoring models (local folders; 
 @eval_app.command("run", context_settings={"help_option_names": ["--help", "-h"]})
 def eval_run(
     model_dir: Optional[Path] = typer.Argument(None, help="Merged HF model directory (omit with --predictions)."),
-    tasks: str = typer.Option(..., "--tasks", help=f"Comma-separated: {', '.join(TASKS)} (or all).",
-                              rich_help_panel=_RUN),
+    tasks: str = typer.Option(..., "--tasks", rich_help_panel=_RUN,
+                              help=f"Comma-separated: {', '.join(TASKS)} (or all: the first eight)."),
     output_dir: Path = typer.Option(..., "-o", "--output-dir", help="Results folder (one subfolder per task).",
                                     rich_help_panel=_RUN),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Benchmark files, DATA_DIR/<task>/...",

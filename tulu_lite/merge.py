@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import importlib.metadata
-import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -39,6 +38,7 @@ from rich.console import Console
 
 from tulu_lite.config import ModelConfig, Recipe, load_recipe
 from tulu_lite.data.chat_format import TULU_CHAT_TEMPLATE, ChatFormat, generation_prompt
+from tulu_lite.data.conversations import read_json_file
 from tulu_lite.errors import TuluError
 from tulu_lite.outputs import atomic_dir, atomic_file, write_errors, write_json
 
@@ -203,10 +203,7 @@ def read_adapter_dir(path: str | Path) -> AdapterDir:
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise TuluError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    return read_json_file(path)
 
 
 def _check_out_dir(out_dir: Path, inputs: list[Path], *, force: bool) -> None:

@@ -23,6 +23,7 @@ from tulu_lite.config import (
     local_model_dir,
 )
 from tulu_lite.errors import TuluError
+from tulu_lite.outputs import remove_stale_temporaries
 
 # peft 0.21 reads the `is_gradient_checkpointing` attribute that transformers 5 deprecated (one FutureWarning per
 # model); silence exactly that message until peft reads `is_activation_checkpointing`.
@@ -470,6 +471,7 @@ def tiny_llama_dir(model_cfg: ModelConfig) -> str:
     if (target / "config.json").is_file():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)  # a build killed half-way (its pid is in the name) is not left forever
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{os.getpid()}-", dir=target.parent))
     sizes = {"hidden_size": model_cfg.tiny.hidden_size, "num_layers": model_cfg.tiny.num_layers}
     model = build_tiny_llama(tokenizer, seed=model_cfg.tiny.seed, **sizes)

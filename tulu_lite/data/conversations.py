@@ -84,6 +84,21 @@ def strict_json(text: str, where: str) -> object:
         raise TuluError(f"{where}: not valid JSON ({exc})") from None
 
 
+def read_json_file(path: str | os.PathLike) -> object:
+    """One whole JSON document (settings, metrics, benchmark files): UTF-8, a byte-order mark allowed; a bad byte
+    or bad JSON is one line naming the file and line."""
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise TuluError(f"{at(path, line)}: not UTF-8 text ({exc.reason} at byte {exc.start + 1})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TuluError(f"{at(path, exc.lineno)}: not valid JSON ({json_error(exc)})") from None
+
+
 def json_object(line: str, where: str) -> dict:
     """Parse one JSON Lines record that must be an object; errors are prefixed with `where` (``file:line``)."""
     record = strict_json(line, where)

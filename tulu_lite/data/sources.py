@@ -135,6 +135,8 @@ class Source:
     options: frozenset[str] = frozenset()  # ConvertOptions fields that only this source uses
     id_with_file: bool = False  # clean ids include the file stem (sources usually converted from several files)
     v1_files: tuple[str, ...] = ()  # v1, RAW_PATH a directory: exactly these files, in this order (the reference's)
+    # v1 with --tokenizer (the conversion splits): the files the reference's split script read, instead of v1_files
+    v1_split_files: tuple[str, ...] = ()
 
     @property
     def expected(self) -> str:
@@ -170,7 +172,7 @@ def _convert_alpaca_style(raw: RawRecord, run: _Run) -> Iterator[Example]:
 
 def _convert_dolly(raw: RawRecord, run: _Run) -> Iterator[Example]:
     record = raw.value
-    yield from _instruction_example(run, _example_id(raw, run), record["instruction"], record["context"],
+    yield from _instruction_example(run, _example_id(raw, run), record["instruction"], record.get("context"),
                                     record["response"])
 
 
@@ -392,7 +394,7 @@ def _convert_alpaca_style_v1(raw: RawRecord, run: _Run) -> Iterator[Example]:
 
 def _convert_dolly_v1(raw: RawRecord, run: _Run) -> Iterator[Example]:
     record = raw.value
-    yield from _instruction_v1(run, run.next_id(), record["instruction"], record["context"], record["response"])
+    yield from _instruction_v1(run, run.next_id(), record["instruction"], record.get("context"), record["response"])
 
 
 def _convert_flan_v1(raw: RawRecord, run: _Run) -> Iterator[Example]:
@@ -570,7 +572,8 @@ SOURCES: dict[str, Source] = {source.name: source for source in (
     Source("sharegpt", "ShareGPT JSON (sg_90k_part{1,2}_html_cleaned.json; v1 without --tokenizer: the already split "
            "sharegpt_html_cleaned_and_split.json): id, conversations[] of from, value",
            ("*.json",), {"conversations": (list,)}, _convert_sharegpt, _convert_sharegpt_v1,
-           frozenset({"split_max_tokens", "tokenizer"})),
+           frozenset({"split_max_tokens", "tokenizer"}), v1_files=("sharegpt_html_cleaned_and_split.json",),
+           v1_split_files=("sg_90k_part1_html_cleaned.json", "sg_90k_part2_html_cleaned.json")),
 )}
 
 
@@ -731,19 +734,22 @@ def get_source(name: str) -> Source:
     raise TuluError(f"unknown source {name!r}{hint} (known: {', '.join(SOURCES)})")
 
 
-def input_files(source: Source, raw_path: str | os.PathLike, style: Style = "v1") -> list[Path]:
+def input_files(source: Source, raw_path: str | os.PathLike, options: ConvertOptions = ConvertOptions()) -> list[Path]:
     """The raw files to read: RAW_PATH itself, or the files of the directory that the source reads.
 
-    In v1 a source with `v1_files` reads exactly those names, in the reference's order; otherwise the first glob
-    of `patterns` that matches, sorted.
+    In v1 a source with `v1_files` reads exactly those names, in the reference's order (ShareGPT: the split file,
+    or with a tokenizer the two raw parts the reference split, so a folder holding all three is read once);
+    otherwise the first glob of `patterns` that matches, sorted.
     """
+    style = options.style
     path = Path(raw_path)
     if not path.exists():
         raise TuluError(f"{path}: not found (expected {source.expected})")
     if path.is_file():
         return [path]
-    if style == "v1" and source.v1_files:
-        present = [path / name for name in source.v1_files if (path / name).is_file()]
+    names = source.v1_split_files if options.split_budget is not None and source.v1_split_files else source.v1_files
+    if style == "v1" and names:
+        present = [path / name for name in names if (path / name).is_file()]
         if present:
             return present
     for pattern in source.patterns:
@@ -805,7 +811,10 @@ def _emit(run: _Run, example_id: str, messages: Messages, where: str) -> dict | 
 def _raw_records(path: Path, run: _Run, chunk_size: int, on_progress) -> Iterator[RawRecord]:
     """A raw file's records; v1's CoT draws its 50k + 50k sample first, as the reference did."""
     if run.v1 and run.source.name == "cot":
-        cap = run.options.cot_few_shot if "fsopt" in path.name else run.options.cot_zero_shot
+        few_shot = run.options.cot_few_shot
+        if few_shot == 0:  # the reference reads cot_zsopt only `if num_few_shot_examples > 0` (its typo), so neither
+            return iter(())
+        cap = few_shot if "fsopt" in path.name else run.options.cot_zero_shot
         return read_sampled(path, run.source.expected, cap, run.rng, on_bytes=on_progress)
     return read_json_values(path, run.source.expected, chunk_size=chunk_size, on_bytes=on_progress)
 
@@ -829,7 +838,7 @@ def iter_converted(source_name: str, raw_path: str | os.PathLike, options: Conve
         report.inputs = [str(root)]
         yield from _super_ni_examples(root, run, on_progress)
         return
-    files = input_files(source, raw_path, options.style)
+    files = input_files(source, raw_path, options)
     report.inputs = [str(path) for path in files]
     if options.split_budget is not None:
         run.count_tokens = _token_counter(options.tokenizer, with_special_tokens=run.v1)
@@ -869,12 +878,12 @@ def meta_path(out: str | os.PathLike) -> Path:
     return Path(out).with_suffix(".meta.json")
 
 
-def raw_inputs(source_name: str, raw_path: str | os.PathLike, style: Style = "v1") -> list[Path]:
+def raw_inputs(source_name: str, raw_path: str | os.PathLike, options: ConvertOptions = ConvertOptions()) -> list[Path]:
     """What a conversion reads: the raw files, or the natural-instructions folder for super_ni."""
     source = get_source(source_name)
     if source.convert is None:
         return [Path(raw_path)]
-    return input_files(source, raw_path, style)
+    return input_files(source, raw_path, options)
 
 
 def convert(source_name: str, raw_path: str | os.PathLike, out: str | os.PathLike,
@@ -886,7 +895,7 @@ def convert(source_name: str, raw_path: str | os.PathLike, out: str | os.PathLik
     `force`.
     """
     _check_options(get_source(source_name), options)
-    check_output(out, raw_inputs(source_name, raw_path, options.style), force=force, sidecars=[meta_path(out)])
+    check_output(out, raw_inputs(source_name, raw_path, options), force=force, sidecars=[meta_path(out)])
     report = ConvertReport(get_source(source_name).name, [])
     records = iter_converted(source_name, raw_path, options, report=report, chunk_size=chunk_size,
                             on_progress=on_progress)
@@ -898,15 +907,15 @@ def convert(source_name: str, raw_path: str | os.PathLike, out: str | os.PathLik
     return report
 
 
-def total_input_size(source_name: str, raw_path: str | os.PathLike, style: Style = "v1") -> int:
+def total_input_size(source_name: str, raw_path: str | os.PathLike, options: ConvertOptions = ConvertOptions()) -> int:
     """Bytes to read (tasks for super_ni), for a progress bar."""
     source = get_source(source_name)
     if source.convert is None:
-        listing = _super_ni_listing(Path(raw_path), style)
+        listing = _super_ni_listing(Path(raw_path), options.style)
         if not listing.is_file():
             return 0
         return sum(1 for line in listing.open(encoding="utf-8") if line.strip() and "_mmmlu_" not in line)
-    return sum(path.stat().st_size for path in input_files(source, raw_path, style))
+    return sum(path.stat().st_size for path in input_files(source, raw_path, options))
 
 
 def report_table(report: ConvertReport, out: str | os.PathLike) -> Table:

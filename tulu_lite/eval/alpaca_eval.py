@@ -81,7 +81,9 @@ def score(predictions: list[dict], settings: EvalSettings) -> dict:
     lengths = [len(record["truncated"]) for record in predictions]
     return {"protocol": settings.protocol, "scored": False, "n": len(predictions),
             "mean_output_chars": sum(lengths) / len(lengths) if lengths else 0,
-            "reason": f"win rate needs the external judge: alpaca_eval --model_outputs OUT_DIR/{NAME}/{OUTPUTS_FILE}",
+            "reason": f"win rate needs the external judge: alpaca_eval --model_outputs OUT_DIR/{NAME}/{OUTPUTS_FILE} "
+                      f"--annotators_config alpaca_eval_gpt4 against text-davinci-003's outputs (the paper's "
+                      f"AlpacaEval 1 setup; the tool's newer default judge and baseline give other numbers)",
             "open_instruct": None}
 
 

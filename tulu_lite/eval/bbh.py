@@ -1,4 +1,5 @@
-"""BIG-Bench Hard: 27 tasks, 3-shot chain of thought, exact match per task and averaged over tasks.
+"""BIG-Bench Hard: 27 tasks, 3-shot chain of thought (`bbh_direct`: 3-shot final answers), exact match per task
+and averaged over tasks.
 
 Prompt: the task's released CoT prompt (`cot-prompts/<task>.txt` without its two header lines: a description and
 three worked "Q: ..\\nA: Let's think step by step. .. So the answer is X." examples), stripped, then
@@ -37,14 +38,30 @@ HEADLINE_LABEL = "BBH EM (3-shot CoT)"
 _ANSWER = re.compile(r"So the answer is (.*?)\.")
 
 
-def cot_prompt(path: Path, settings: EvalSettings) -> str:
+def cot_prompt(path: Path, settings: EvalSettings, *, direct: bool = False) -> str:
     """A released CoT prompt without its canary line and "-----" separator (the reference drops the first two
-    lines unconditionally; tulu-lite only when the second line is the separator)."""
+    lines unconditionally; tulu-lite only when the second line is the separator); `direct` keeps only each
+    example's question and final answer."""
     with open(required_file(path, "BBH chain-of-thought prompt"), encoding="utf-8") as handle:
         lines = handle.readlines()
     if settings.protocol == "tulu-v1" or (len(lines) > 1 and lines[1].strip() == "-----"):
         lines = lines[2:]
-    return "".join(lines).strip()
+    text = "".join(lines)
+    return (direct_prompt(text, path) if direct else text).strip()
+
+
+def direct_prompt(text: str, path: Path) -> str:
+    """The reference's --no_cot prompt: every "\n\n"-separated block that starts with "Q:" becomes its question,
+    "\nA: " and what follows its last "So the answer is" (final period included); other blocks stay."""
+    blocks = []
+    for block in text.split("\n\n"):
+        if block.startswith("Q:"):
+            if "So the answer is" not in block or "\nA:" not in block:
+                raise TuluError(f"{path}: an example without 'So the answer is' or '\\nA:' (a direct prompt is "
+                                f"made from the chain-of-thought examples' final answers)")
+            block = block.split("\nA:")[0].strip() + "\nA: " + block.split("So the answer is")[-1].strip()
+        blocks.append(block)
+    return "\n\n".join(blocks)
 
 
 def task_files(settings: EvalSettings) -> list[Path]:
@@ -73,8 +90,9 @@ def read_task(path: Path) -> list[dict]:
             for i, ex in enumerate(data["examples"])]
 
 
-def load(settings: EvalSettings) -> list[dict]:
-    """Examples of every task with its CoT prompt; one seeded generator across tasks, as the reference."""
+def load(settings: EvalSettings, *, direct: bool = False) -> list[dict]:
+    """Examples of every task with its CoT (or direct) prompt; one seeded generator across tasks, as the
+    reference."""
     root = task_dir(settings, NAME)
     n = subset_size(settings, PAPER_SUBSET)
     rng = reference_rng(settings.seed)
@@ -82,14 +100,16 @@ def load(settings: EvalSettings) -> list[dict]:
     for path in task_files(settings):
         task = read_task(path)
         chosen = sample_if_longer(rng, task, n) if settings.protocol == "tulu-v1" else task[:n]
-        prompt = cot_prompt(root / "cot-prompts" / f"{task_name(path)}.txt", settings)
+        prompt = cot_prompt(root / "cot-prompts" / f"{task_name(path)}.txt", settings, direct=direct)
         examples += [example | {"cot_prompt": prompt} for example in chosen]
     return examples
 
 
 def stop_sequences(settings: EvalSettings) -> list[str]:
     # tulu-lite: the few-shot text continues with "\n\nQ:"; stopping there saves compute. The reference stops
-    # nowhere, and a later "So the answer is" can be the one it extracts, so tulu-v1 must not stop either.
+    # nowhere, and a later "So the answer is" can be the one it extracts, so tulu-v1 must not stop either. Its
+    # direct run asks for a stop at "\n\n", but passes the token ids nested one list too deep
+    # (`stop_id_sequences=[[ids]]`, eval/bbh/run_eval.py), so that stop never fires: none here either.
     return [] if settings.protocol == "tulu-v1" else ["\n\nQ:"]
 
 
@@ -98,13 +118,13 @@ def extract_answer(output: str) -> str:
     return found.group(1).strip() if found else output.strip().split("\n\n")[0].strip()
 
 
-def predict(settings: EvalSettings, lm) -> list[dict]:
-    examples = load(settings)
+def predict(settings: EvalSettings, lm, *, direct: bool = False) -> list[dict]:
+    examples = load(settings, direct=direct)
     chat_format = task_chat_format(settings, NAME)
     prompts = [build_prompt(ex["cot_prompt"] + "\n\nQ: " + ex["input"], "A:", chat_format, lm.tokenizer,
                             protocol=settings.protocol, raw_joiner="\n") for ex in examples]
     outputs = lm.generate(prompts, max_new_tokens=settings.max_new_tokens or MAX_NEW_TOKENS,
-                          stop=stop_sequences(settings), description=NAME)
+                          stop=stop_sequences(settings), description=NAME + ("_direct" if direct else ""))
     return [{key: value for key, value in ex.items() if key != "cot_prompt"} | {"prompt": p.text, "output": out}
             for ex, p, out in zip(examples, prompts, outputs)]
 
@@ -136,11 +156,12 @@ def headline(metrics: dict) -> float | None:
     return metrics.get("average_exact_match")
 
 
-def resolved(settings: EvalSettings) -> dict:
+def resolved(settings: EvalSettings, *, direct: bool = False) -> dict:
     subset = subset_size(settings, PAPER_SUBSET)
     order = [task_name(p) for p in task_files(settings)]
     return {"protocol": settings.protocol, "data": str(task_dir(settings, NAME)),
             "chat_format": task_chat_format(settings, NAME), "shots": 3,
+            "demonstrations": "question and final answer" if direct else "chain of thought",
             "max_new_tokens": settings.max_new_tokens or MAX_NEW_TOKENS, "stop": stop_sequences(settings),
             "decoding": "greedy", "subset_per_task": subset,
             "subset_draw": ("random.seed({}) + random.sample per task, one generator, tasks in this order"

@@ -9,12 +9,12 @@ table says so in its caption.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.table import Table
 
+from tulu_lite.data.conversations import read_json_file
 from tulu_lite.errors import TuluError
 from tulu_lite.eval.runner import TASK_MODULES, headline_label
 from tulu_lite.outputs import atomic_file
@@ -48,11 +48,9 @@ def read_results(out_dir: Path) -> ModelRow:
         metrics_file = out_dir / task / "metrics.json"
         if not metrics_file.is_file():
             continue
-        try:
-            metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-            settings = json.loads((out_dir / task / "settings.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise TuluError(f"{out_dir / task}: unreadable results ({exc})") from None
+        metrics = read_json_file(metrics_file)
+        settings_file = out_dir / task / "settings.json"
+        settings = read_json_file(settings_file) if settings_file.is_file() else {}
         value = module.headline(metrics)
         if value is not None:
             scores[task] = value

@@ -1,4 +1,4 @@
-"""GSM8K: grade-school maths word problems, 8-shot chain of thought, greedy.
+"""GSM8K: grade-school maths word problems, 8-shot chain of thought, greedy (`gsm_direct`: 8-shot final answers).
 
 Prompt: "Answer the following questions.\\n\\n", the eight published chain-of-thought exemplars (Wei et al. 2022,
 Table 20) as "Question: ..\\nAnswer: ..", then "Question: <q>" and "Answer:" (after "\\n" in a raw prompt, after the
@@ -66,6 +66,17 @@ EXEMPLARS = (
 )
 PREFIX = "Answer the following questions.\n\n" + "\n\n".join(
     f"Question: {question}\nAnswer: {answer}" for question, answer in EXEMPLARS) + "\n\n"
+# The direct run (open-instruct's --no_cot, `gsm_direct` in submit_eval_jobs.py) shows only the final answers; its
+# demonstrations say "Quesion: " (the reference's typo, kept in tulu-v1: the model sees it 8 times).
+SHORT_ANSWERS = ("6", "5", "39", "8", "9", "29", "33", "8")
+
+
+def prefix(settings: EvalSettings, *, direct: bool) -> str:
+    if not direct:
+        return PREFIX
+    label = "Quesion" if settings.protocol == "tulu-v1" else "Question"
+    return "Answer the following questions.\n\n" + "\n\n".join(
+        f"{label}: {question}\nAnswer: {short}" for (question, _), short in zip(EXEMPLARS, SHORT_ANSWERS)) + "\n\n"
 
 
 def final_answer(text: str, where: str, settings: EvalSettings) -> str:
@@ -101,13 +112,14 @@ def stop_sequences(settings: EvalSettings) -> list[str]:
     return []
 
 
-def predict(settings: EvalSettings, lm) -> list[dict]:
+def predict(settings: EvalSettings, lm, *, direct: bool = False) -> list[dict]:
     examples = load(settings)
     chat_format = task_chat_format(settings, NAME)
-    prompts = [build_prompt(PREFIX + "Question: " + ex["question"].strip(), "Answer:", chat_format, lm.tokenizer,
+    shots = prefix(settings, direct=direct)
+    prompts = [build_prompt(shots + "Question: " + ex["question"].strip(), "Answer:", chat_format, lm.tokenizer,
                             protocol=settings.protocol, raw_joiner="\n") for ex in examples]
     outputs = lm.generate(prompts, max_new_tokens=settings.max_new_tokens or MAX_NEW_TOKENS,
-                          stop=stop_sequences(settings), description=NAME)
+                          stop=stop_sequences(settings), description=NAME + ("_direct" if direct else ""))
     return [{**ex, "prompt": prompt.text, "output": out} for ex, prompt, out in zip(examples, prompts, outputs)]
 
 
@@ -142,11 +154,12 @@ def headline(metrics: dict) -> float | None:
     return metrics.get("exact_match")
 
 
-def resolved(settings: EvalSettings) -> dict:
+def resolved(settings: EvalSettings, *, direct: bool = False) -> dict:
     subset = subset_size(settings, PAPER_SUBSET)
     draw = "random.seed({}) + random.sample".format(settings.seed) if settings.protocol == "tulu-v1" else "first N"
     return {"protocol": settings.protocol, "data": str(task_dir(settings, NAME) / "test.jsonl"),
             "chat_format": task_chat_format(settings, NAME), "shots": len(EXEMPLARS),
+            "demonstrations": "final answers only" if direct else "chain of thought",
             "max_new_tokens": settings.max_new_tokens or MAX_NEW_TOKENS, "stop": stop_sequences(settings),
             "decoding": "greedy", "subset": subset, "subset_draw": draw if subset else "all",
             "headline_scorer": "open-instruct exact match" if settings.protocol == "tulu-v1" else "numeric match"}

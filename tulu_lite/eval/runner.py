@@ -18,7 +18,9 @@ from rich.table import Table
 
 import tulu_lite
 from tulu_lite.errors import TuluError
-from tulu_lite.eval import alpaca_eval, bbh, gsm, humaneval, mmlu, resume, toxigen, truthfulqa, tydiqa
+from tulu_lite.eval import (
+    alpaca_eval, bbh, bbh_direct, gsm, gsm_direct, humaneval, mmlu, resume, toxigen, truthfulqa, tydiqa,
+)
 from tulu_lite.eval.data_files import read_json
 from tulu_lite.eval.predictions import read_predictions, write_jsonl
 from tulu_lite.eval.progress import notice
@@ -28,7 +30,8 @@ from tulu_lite.outputs import atomic_dir, ensure_writable, write_json
 # task name -> module (each has load, predict, score, headline, resolved, PREDICTION_KEYS, SCORING_KEYS and
 # HEADLINE_LABEL; truthfulqa also headline_label, its headline depending on whether answers were judged)
 TASK_MODULES = {"mmlu": mmlu, "gsm": gsm, "bbh": bbh, "tydiqa": tydiqa, "codex_humaneval": humaneval,
-                "truthfulqa": truthfulqa, "toxigen": toxigen, "alpaca_eval": alpaca_eval}
+                "truthfulqa": truthfulqa, "toxigen": toxigen, "alpaca_eval": alpaca_eval,
+                "gsm_direct": gsm_direct, "bbh_direct": bbh_direct}
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tulu_lite.config import format_problems, validation_problems
 from tulu_lite.errors import TuluError
 
-TaskName = Literal["mmlu", "gsm", "bbh", "tydiqa", "codex_humaneval", "truthfulqa", "toxigen", "alpaca_eval"]
+TaskName = Literal["mmlu", "gsm", "bbh", "tydiqa", "codex_humaneval", "truthfulqa", "toxigen", "alpaca_eval",
+                   "gsm_direct", "bbh_direct"]
 TASKS: tuple[str, ...] = TaskName.__args__
+# `--tasks all`: the eight benchmarks of the paper's tables; the direct (no chain of thought) GSM and BBH runs of
+# the reference's submit script are asked for by name.
+PAPER_TASKS: tuple[str, ...] = TASKS[:8]
 ChatFormat = Literal["tulu", "native", "none"]
 Protocol = Literal["tulu-v1", "tulu-lite"]
 PROTOCOLS: tuple[str, ...] = Protocol.__args__
@@ -92,15 +96,17 @@ def subset_size(settings: EvalSettings, paper: int | None) -> int | None:
 
 
 def parse_tasks(text: str) -> list[str]:
-    """`'mmlu,gsm'` -> `['mmlu', 'gsm']`; `all` means every task; unknown names are one clear error."""
+    """`'mmlu,gsm'` -> `['mmlu', 'gsm']`; `all` means the paper's eight (not the direct variants); unknown names are
+    one clear error."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     if names == ["all"]:
-        return list(TASKS)
+        return list(PAPER_TASKS)
+    expected = f"expected some of: {', '.join(TASKS)}; or all: the paper's eight"
     unknown = [name for name in names if name not in TASKS]
     if unknown:
-        raise TuluError(f"--tasks: unknown task {', '.join(unknown)} (expected some of: {', '.join(TASKS)}, or all)")
+        raise TuluError(f"--tasks: unknown task {', '.join(unknown)} ({expected})")
     if not names:
-        raise TuluError(f"--tasks: no task given (expected some of: {', '.join(TASKS)}, or all)")
+        raise TuluError(f"--tasks: no task given ({expected})")
     return names
 
 

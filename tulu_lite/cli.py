@@ -309,7 +309,7 @@ _RUN, _TASKS, _SCORING = "Run", "Task options", "Scoring models (local folders; 
 def eval_run(
     model_dir: Optional[Path] = typer.Argument(None, help="Merged HF model directory (omit with --predictions)."),
     tasks: str = typer.Option(..., "--tasks", rich_help_panel=_RUN,
-                              help=f"Comma-separated: {', '.join(TASKS)} (or all: the first eight)."),
+                              help=f"Comma-separated: {', '.join(TASKS)} (or all: the paper's eight)."),
     output_dir: Path = typer.Option(..., "-o", "--output-dir", help="Results folder (one subfolder per task).",
                                     rich_help_panel=_RUN),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Benchmark files, DATA_DIR/<task>/...",

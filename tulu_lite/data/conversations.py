@@ -13,6 +13,7 @@ stray multi-megabyte line fails at once instead of costing minutes and gigabytes
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -120,7 +121,8 @@ def parse_line(line: str, where: str) -> dict:
 
 
 def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, int, str]]:
-    """``(line number, byte offset, text)`` for every non-blank line of a UTF-8 file, in order.
+    """``(line number, byte offset, text)`` for every non-blank line of a UTF-8 file, in order (a ``.gz`` file is
+    read decompressed; offsets then count decompressed bytes).
 
     A byte-order mark at the start is dropped; a line longer than `MAX_LINE_BYTES` or not UTF-8 is an error
     naming its line, raised before the line is parsed.
@@ -129,7 +131,7 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, int, str]]:
     if not path.is_file():
         raise TuluError(f"{path}: file not found")
     offset, number = 0, 0
-    with path.open("rb") as handle:
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as handle:
         while raw := handle.readline(MAX_LINE_BYTES + 1):
             number += 1
             if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):

@@ -15,8 +15,9 @@ Re-scoring also takes an AlpacaEval outputs JSON (a list of {instruction, output
 
 from __future__ import annotations
 
+from tulu_lite.data.conversations import read_json_file
 from tulu_lite.errors import TuluError
-from tulu_lite.eval.data_files import read_json, required_file, task_dir
+from tulu_lite.eval.data_files import required_file, task_dir
 from tulu_lite.eval.prompts import build_prompt, task_chat_format
 from tulu_lite.eval.settings import EvalSettings, subset_size
 
@@ -30,7 +31,7 @@ HEADLINE_LABEL = "AlpacaEval (judged externally)"
 
 def load(settings: EvalSettings) -> list[dict]:
     path = required_file(task_dir(settings, NAME) / "alpaca_eval.json", "AlpacaEval's alpaca_eval.json")
-    data = read_json(path)
+    data = read_json_file(path)
     if not isinstance(data, list):
         raise TuluError(f"{path}: expected a list of {{'instruction': ...}} objects")
     for index, item in enumerate(data):

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tulu_lite.data.conversations import read_json_file
 from tulu_lite.errors import TuluError
-from tulu_lite.eval.data_files import read_json, required_file, task_dir
+from tulu_lite.eval.data_files import required_file, task_dir
 from tulu_lite.eval.prompts import build_prompt, task_chat_format
 from tulu_lite.eval.scoring import loose_match, open_instruct_match, percent, truncate_at_stop
 from tulu_lite.eval.settings import EvalSettings, subset_size
@@ -80,7 +81,7 @@ def task_name(path: Path) -> str:
 
 
 def read_task(path: Path) -> list[dict]:
-    data = read_json(path)
+    data = read_json_file(path)
     if not isinstance(data, dict) or not isinstance(data.get("examples"), list):
         raise TuluError(f"{path}: expected an object with an 'examples' list")
     for index, example in enumerate(data["examples"]):

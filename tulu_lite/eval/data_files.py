@@ -14,12 +14,11 @@ Layout (each benchmark as its authors release it, one folder per task)::
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from tulu_lite.data.conversations import iter_lines, json_object, read_json_file
+from tulu_lite.data.conversations import iter_lines, json_object
 from tulu_lite.errors import TuluError, at
 from tulu_lite.eval.settings import EvalSettings
 
@@ -40,26 +39,11 @@ def required_file(path: Path, what: str) -> Path:
     return path
 
 
-def read_json(path: Path) -> object:
-    return read_json_file(path)
-
-
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for every non-blank line, through the conversation files' reader (UTF-8 and line
-    length checked, a byte-order mark dropped); `.gz` files are read compressed."""
-    if path.suffix != ".gz":
-        for number, _, line in iter_lines(path):
-            yield number, json_object(line, at(path, number))
-        return
-    with gzip.open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise TuluError(f"{at(path, number)}: not UTF-8 text ({exc.reason} at byte {exc.start + 1} of the "
-                                f"line)") from None
-            if line.strip():
-                yield number, json_object(line, at(path, number))
+    length checked, a byte-order mark dropped, `.gz` read decompressed)."""
+    for number, _, line in iter_lines(path):
+        yield number, json_object(line, at(path, number))
 
 
 def require_keys(record: dict, keys: tuple[str, ...], where: str) -> dict:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tulu_lite.data.conversations import read_json_file
 from tulu_lite.data.raw import first_char
 from tulu_lite.errors import TuluError, at
-from tulu_lite.eval.data_files import read_json, read_jsonl, require_keys
+from tulu_lite.eval.data_files import read_jsonl, require_keys
 from tulu_lite.eval.settings import EvalSettings
 
 
@@ -29,7 +30,7 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 def _records(path: Path, task: str) -> list[tuple[int | None, dict]]:
     """(line number, record) pairs; an AlpacaEval outputs JSON is one list (no line numbers)."""
     if task == "alpaca_eval" and first_char(path) == "[":
-        data = read_json(path)
+        data = read_json_file(path)
         if not all(isinstance(item, dict) for item in data):
             raise TuluError(f"{path}: expected AlpacaEval outputs (a list of {{instruction, output, generator}})")
         return [(None, item) for item in data]

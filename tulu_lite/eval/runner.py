@@ -17,11 +17,11 @@ from rich.console import Console
 from rich.table import Table
 
 import tulu_lite
+from tulu_lite.data.conversations import read_json_file
 from tulu_lite.errors import TuluError
 from tulu_lite.eval import (
     alpaca_eval, bbh, bbh_direct, gsm, gsm_direct, humaneval, mmlu, resume, toxigen, truthfulqa, tydiqa,
 )
-from tulu_lite.eval.data_files import read_json
 from tulu_lite.eval.predictions import read_predictions, write_jsonl
 from tulu_lite.eval.progress import notice
 from tulu_lite.eval.settings import EvalSettings
@@ -134,8 +134,8 @@ def run_task(task: str, settings: EvalSettings, model: _LazyModel) -> TaskResult
 
 def read_result(task: str, folder: Path) -> TaskResult:
     """The result of a task that finished in an earlier run."""
-    metrics = read_json(folder / "metrics.json")
-    saved = read_json(folder / "settings.json")
+    metrics = read_json_file(folder / "metrics.json")
+    saved = read_json_file(folder / "settings.json")
     with open(folder / "predictions.jsonl", encoding="utf-8") as handle:
         examples = sum(1 for line in handle if line.strip())
     return TaskResult(task, metrics, TASK_MODULES[task].headline(metrics), headline_label(task, metrics), examples,
@@ -168,7 +168,7 @@ def write_task(task: str, predictions: list[dict], metrics: dict, settings: Eval
               "rescored_from": str(source) if source else None, "seconds": round(seconds, 2)}
     if source is not None and (source.parent / "settings.json").is_file():
         # The run that produced the predictions (model, prompts, decoding) stays on record.
-        record["source_settings"] = read_json(source.parent / "settings.json")
+        record["source_settings"] = read_json_file(source.parent / "settings.json")
     with atomic_dir(target, force=settings.force) as tmp:
         write_jsonl(tmp / "predictions.jsonl", predictions)
         write_json(tmp / "metrics.json", metrics)

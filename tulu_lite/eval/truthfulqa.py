@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 
+from tulu_lite.data.conversations import read_json_file
 from tulu_lite.errors import TuluError
-from tulu_lite.eval.data_files import read_csv_frame, read_json, required_file, task_dir
+from tulu_lite.eval.data_files import read_csv_frame, required_file, task_dir
 from tulu_lite.eval.prompts import Prompt, build_prompt, task_chat_format
 from tulu_lite.eval.scoring import mc1, mc2, nan_skipping_mean, open_instruct_mc1, open_instruct_mc2, percent
 from tulu_lite.eval.settings import EvalSettings, subset_size
@@ -117,7 +118,7 @@ def mc_task_questions(settings: EvalSettings) -> list[dict]:
         return [{"question": q["question"], "mc1": choices([q["best_answer"]], q["false_answers"]),
                  "mc2": choices(q["true_answers"], q["false_answers"])}
                 for q in csv_questions(settings) if q["false_answers"]]
-    data = read_json(path)
+    data = read_json_file(path)
     if not isinstance(data, list):
         raise TuluError(f"{path}: expected a list of questions")
     examples = []

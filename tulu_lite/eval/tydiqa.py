@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tulu_lite.data.conversations import read_json_file
 from tulu_lite.errors import TuluError
-from tulu_lite.eval.data_files import read_json, required_file, task_dir
+from tulu_lite.eval.data_files import required_file, task_dir
 from tulu_lite.eval.prompts import build_prompt, task_chat_format
 from tulu_lite.eval.scoring import (
     best_over_golds, open_instruct_squad, squad_exact, squad_f1, truncate_at_stop,
@@ -60,7 +61,7 @@ TEMPLATES = {
 
 def read_squad(path: Path) -> list[dict]:
     """Questions from a SQuAD-layout file (data -> paragraphs -> qas), each with its passage and language."""
-    data = read_json(path)
+    data = read_json_file(path)
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise TuluError(f"{path}: expected SQuAD layout ({{'data': [{{'paragraphs': [...]}}]}})")
     examples = []

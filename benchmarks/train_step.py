@@ -44,7 +44,7 @@ from tulu_lite.config import Recipe
 from tulu_lite.data.conversations import read_conversations, write_conversations
 from tulu_lite.model import load_recipe_tokenizer
 from tulu_lite.outputs import write_json
-from tulu_lite.train import RichProgress, build_model, encode_training_data, make_trainer
+from tulu_lite.train import RichProgress, TrainingData, build_model, encode_data, make_trainer
 
 # (via a module file: a stale editable install can make the package itself a namespace without __file__)
 DEMO = Path(tulu_lite.tokenizer.__file__).parent / "assets" / "demo" / "train.jsonl"
@@ -147,13 +147,13 @@ class StepClock(TrainerCallback):
         return [b - a for a, b in zip(self.marks, self.marks[1:])]
 
 
-def run_trainer(recipe: Recipe, tokenizer, dataset, batches: list[list[int]]) -> tuple[list[float], float]:
+def run_trainer(recipe: Recipe, tokenizer, data: TrainingData, batches: list[list[int]]) -> tuple[list[float], float]:
     """tulu-lite's train path (make_trainer: SFTTrainer + our collator + rich progress); step times, first loss."""
     torch.manual_seed(recipe.training.seed)
     model = build_model(recipe)
     clock = StepClock()
     progress = RichProgress(Console(file=io.StringIO()), True)  # the real progress bar, drawn nowhere
-    trainer = make_trainer(recipe, model, tokenizer, dataset, [clock, progress])
+    trainer = make_trainer(recipe, model, tokenizer, data, [clock, progress])
     trainer.batch_sampler = FixedBatches(batches)
     losses = record_losses(trainer)
     trainer.train()
@@ -238,9 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         write_diverse_chats(chats, 600, args.max_turns, args.seed)
         recipes = {free: recipe_for(workdir, chats, args, padding_free=free) for free in (True, False)}
         tokenizer = load_recipe_tokenizer(recipes[True].model)
-        dataset, _ = encode_training_data(recipes[True], tokenizer)
-        examples = dataset.to_list()
-        plan = make_plan(args, recipes, tokenizer, dataset, examples)
+        data = encode_data(recipes[True], tokenizer)
+        examples = data.train.to_list()
+        plan = make_plan(args, recipes, tokenizer, data, examples)
         times: dict[str, list[list[float]]] = {name: [] for name in plan}
         first_loss: dict[str, float] = {}
         for repeat in range(args.repeats):
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def make_plan(args, recipes: dict[bool, Recipe], tokenizer, dataset, examples: list[dict]) -> dict:
+def make_plan(args, recipes: dict[bool, Recipe], tokenizer, data: TrainingData, examples: list[dict]) -> dict:
     """Configuration name -> (a function running it once, the index batches it trains on)."""
     steps = args.warmup + args.steps
     lengths = [len(e["input_ids"]) for e in examples]
@@ -282,12 +282,12 @@ def make_plan(args, recipes: dict[bool, Recipe], tokenizer, dataset, examples: l
     free, padded = recipes[True], recipes[False]
     plan = {
         "bare, padding-free": (lambda: run_bare(free, tokenizer, examples, same), same),
-        "tulu-lite, padding-free": (lambda: run_trainer(free, tokenizer, dataset, same), same),
+        "tulu-lite, padding-free": (lambda: run_trainer(free, tokenizer, data, same), same),
         "bare, padded": (lambda: run_bare(padded, tokenizer, examples, same), same),
-        "tulu-lite, padded": (lambda: run_trainer(padded, tokenizer, dataset, same), same),
-        "tulu-lite, padded, length-grouped": (lambda: run_trainer(padded, tokenizer, dataset, grouped), grouped),
+        "tulu-lite, padded": (lambda: run_trainer(padded, tokenizer, data, same), same),
+        "tulu-lite, padded, length-grouped": (lambda: run_trainer(padded, tokenizer, data, grouped), grouped),
         f"tulu-lite, padding-free, {2 * args.max_seq_length}-token budget": (
-            lambda: run_trainer(free, tokenizer, dataset, budget), budget
+            lambda: run_trainer(free, tokenizer, data, budget), budget
         ),
     }
     return plan

@@ -121,7 +121,7 @@ def write_chats(path: Path, count: int, seed: int) -> None:
 
 def make_recipe(workdir: Path, base: Path, chats: Path, args, *, name: str, attention: str = "auto",
                 padding_free: bool = True, checkpointing: bool = True):
-    from tulu_lite.config import Recipe
+    from tulu_lite.recipe import Recipe
 
     training = {"max_steps": args.steps, "learning_rate": 1e-4, "warmup_ratio": 0.0, "logging_steps": 1,
                 "save_steps": 10_000, "gradient_checkpointing": checkpointing, "seed": args.seed,
@@ -310,7 +310,7 @@ def eval_check(model_dir: Path) -> Check:
 
 
 def multi_gpu_checks(workdir: Path, recipe, device: torch.device, gpus: list[str]) -> list[Check]:
-    from tulu_lite.config import save_recipe
+    from tulu_lite.recipe import save_recipe
 
     checks = []
     fsdp = ["--config_file", str(FSDP_CONFIG)]

@@ -40,7 +40,7 @@ from transformers import TrainerCallback
 
 import tulu_lite.tokenizer
 from tulu_lite.collate import AssistantOnlyCollator, TokenBudgetBatchSampler
-from tulu_lite.config import Recipe
+from tulu_lite.recipe import Recipe
 from tulu_lite.data.conversations import read_conversations, write_conversations
 from tulu_lite.model import load_recipe_tokenizer
 from tulu_lite.outputs import write_json

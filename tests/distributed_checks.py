@@ -78,7 +78,7 @@ def write(workdir: Path, check: str, data: dict) -> None:
 
 
 def load(path: Path, overrides: list[str] = ()):
-    from tulu_lite.config import load_recipe
+    from tulu_lite.recipe import load_recipe
     from tulu_lite.train import distributed_state
 
     distributed_state().wait_for_everyone()  # rank 0 wrote the recipe file

@@ -38,7 +38,7 @@ ASSETS: dict[str, Path] = {}
 
 @pytest.fixture(scope="module", autouse=True)
 def assets(tmp_path_factory, llama_tokenizer):
-    from tulu_lite.config import LoraConfig, load_recipe, save_recipe
+    from tulu_lite.recipe import LoraSettings, load_recipe, save_recipe
     from tulu_lite.model import add_lora, base_fingerprint, build_tiny_llama
 
     root = tmp_path_factory.mktemp("bad-input-assets")
@@ -47,7 +47,7 @@ def assets(tmp_path_factory, llama_tokenizer):
     model.save_pretrained(base)
     llama_tokenizer.save_pretrained(base)
     adapter = root / "adapter"
-    add_lora(model, LoraConfig(r=2, alpha=4, dropout=0.0, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
+    add_lora(model, LoraSettings(r=2, alpha=4, dropout=0.0, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
     recipe = root / "recipe.yaml"
     recipe.write_text(json.dumps({"model": {"name_or_path": str(base), "dtype": "float32"},
                                   "lora": {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},

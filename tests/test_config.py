@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tulu_lite.config import ALL_LINEAR, Recipe, load_recipe, save_recipe
+from tulu_lite.recipe import ALL_LINEAR, Recipe, load_recipe, save_recipe
 from tulu_lite.errors import TuluError
 
 MINIMAL = """\

@@ -15,7 +15,7 @@ from cli_cases import BadInput, check_bad_input
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from tulu_lite.config import ModelConfig, Recipe
+from tulu_lite.recipe import ModelSettings, Recipe
 from tulu_lite.errors import TuluError
 from tulu_lite.model import choose_attention, choose_dtype, native_bf16
 
@@ -120,7 +120,7 @@ def test_the_base_loads_with_the_chosen_attention(tmp_path, monkeypatch, choice)
     from tulu_lite.model import load_base_model
 
     monkeypatch.setenv("TULU_LITE_CACHE", str(tmp_path))
-    cfg = ModelConfig(name_or_path="tiny-llama", tiny={"hidden_size": 32}, attn_implementation=choice)
+    cfg = ModelSettings(name_or_path="tiny-llama", tiny={"hidden_size": 32}, attn_implementation=choice)
     model = load_base_model(cfg, None)
     assert model.config._attn_implementation == ("sdpa" if choice == "auto" else "eager")
 
@@ -175,10 +175,10 @@ def test_where_the_base_goes(monkeypatch):
 
 
 def test_fsdp_stores_4bit_weights_in_the_model_dtype(monkeypatch):
-    from tulu_lite.config import QuantizationConfig
+    from tulu_lite.recipe import QuantizationSettings
     from tulu_lite.model import bits_and_bytes_config
 
-    quant = QuantizationConfig()
+    quant = QuantizationSettings()
     assert bits_and_bytes_config(quant).bnb_4bit_quant_storage == torch.uint8
     assert bits_and_bytes_config(quant, storage=torch.bfloat16).bnb_4bit_quant_storage == torch.bfloat16
 

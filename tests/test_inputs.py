@@ -9,7 +9,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from tulu_lite.config import DataConfig, DataSource, load_recipe
+from tulu_lite.recipe import DataSettings, DataSource, load_recipe
 from tulu_lite.data.conversations import read_conversations
 from tulu_lite.data.encode import encode_dataset, load_conversations_dataset
 from tulu_lite.data.inputs import input_kind, parse_input, read_records
@@ -105,14 +105,14 @@ def test_hub_id_while_offline_says_how_to_use_a_local_copy(monkeypatch):
 
 
 def test_recipe_entries_strings_hub_ids_and_mappings_round_trip(tmp_path):
-    data = DataConfig(train_files=["a.jsonl", "hf:allenai/tulu-v2-sft-mixture", "hf:org/set:test",
+    data = DataSettings(train_files=["a.jsonl", "hf:allenai/tulu-v2-sft-mixture", "hf:org/set:test",
                                    {"path": "sg.json", "messages": "conversations", "roles": {"human": "user"}}])
     assert [item.hub for item in data.train_files] == [None, "allenai/tulu-v2-sft-mixture", "org/set", None]
     assert data.train_files[2].split == "test"
     dumped = data.model_dump(mode="json")["train_files"]
     assert dumped == ["a.jsonl", "hf:allenai/tulu-v2-sft-mixture", "hf:org/set:test",
                       {"path": "sg.json", "messages": "conversations", "roles": {"human": "user"}}]
-    assert DataConfig.model_validate({"train_files": dumped}) == data
+    assert DataSettings.model_validate({"train_files": dumped}) == data
 
 
 def test_recipe_paths_in_mappings_are_relative_to_the_recipe(tmp_path):

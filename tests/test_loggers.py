@@ -11,7 +11,7 @@ from cli_cases import run_cli
 from rich.console import Console
 from tiny_runs import DEMO, tiny_cache, write_recipe  # noqa: F401
 
-from tulu_lite.config import load_recipe
+from tulu_lite.recipe import load_recipe
 from tulu_lite.train import train
 
 DATA = {"train_files": [str(DEMO)], "eval_fraction": 0.1, "max_seq_length": 128}

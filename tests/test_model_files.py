@@ -13,7 +13,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tulu_lite.config import load_recipe, local_model_dir, read_yaml
+from tulu_lite.recipe import load_recipe, local_model_dir
+from tulu_lite.typed_yaml import read_yaml
 from tulu_lite.errors import TuluError
 from tulu_lite.model import base_fingerprint, check_model_dir, check_safetensors, fingerprint_differences
 
@@ -122,13 +123,13 @@ def test_a_single_changed_tensor_is_seen(model_dir):
 def test_training_records_the_fingerprint_of_a_local_base(model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from tulu_lite.config import LoraConfig
+    from tulu_lite.recipe import LoraSettings
     from tulu_lite.model import add_lora
     from tulu_lite.train import base_record
 
     (tmp_path / "r.yaml").write_text(f"model: {{name_or_path: {model_dir}}}\ndata: {{train_files: [a]}}\n"
                                      f"output_dir: o\n")
-    model = add_lora(AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(r=2, target_modules=["q_proj"]))
+    model = add_lora(AutoModelForCausalLM.from_pretrained(model_dir), LoraSettings(r=2, target_modules=["q_proj"]))
     record = base_record(load_recipe(tmp_path / "r.yaml"), model)
     assert record["fingerprint"] == base_fingerprint(model_dir)
     assert "weights_sha256" not in record
@@ -157,7 +158,8 @@ def test_ordinary_anchors_and_merge_keys_still_work(tmp_path):
 
 
 def test_an_alias_bomb_is_refused_at_the_key_that_holds_it(tmp_path):
-    from tulu_lite.config import MAX_ALIAS_VALUES, Recipe
+    from tulu_lite.recipe import Recipe
+    from tulu_lite.typed_yaml import MAX_ALIAS_VALUES
 
     lines = ["model: {name_or_path: tiny-llama}", 'a: &a ["x","x","x","x","x","x","x","x","x","x"]']
     for prev, name in zip("abcde", "bcdef"):

@@ -105,11 +105,11 @@ def test_commands_write_files_and_folders_with_the_umasks_permissions(tmp_path, 
 
 
 def test_a_tiny_base_build_killed_half_way_is_cleared_by_the_next_build(tmp_path, monkeypatch):
-    from tulu_lite.config import ModelConfig
+    from tulu_lite.recipe import ModelSettings
     from tulu_lite.model import tiny_llama_dir
 
     monkeypatch.setenv("TULU_LITE_CACHE", str(tmp_path))
-    config = ModelConfig(name_or_path="tiny-llama", tiny={"hidden_size": 32})
+    config = ModelSettings(name_or_path="tiny-llama", tiny={"hidden_size": 32})
     built = Path(tiny_llama_dir(config))
     shutil.rmtree(built)
     stale = tmp_path / f".{built.name}.partial-{_dead_pid()}-x1"

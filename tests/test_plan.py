@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from tulu_lite import cli
 from tulu_lite.cli import app
-from tulu_lite.config import Recipe, load_recipe
+from tulu_lite.recipe import Recipe, load_recipe
 from tulu_lite.plan import data_stats, estimate_memory, lora_param_count, plan, shapes_from_config
 
 from cli_cases import BadInput, check_bad_input

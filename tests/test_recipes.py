@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tulu_lite.cli import app
-from tulu_lite.config import load_recipe
+from tulu_lite.recipe import load_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SHIPPED = sorted(RECIPES.glob("*.yaml"))

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from tiny_runs import DEMO, StopAfter, tiny_cache, write_recipe  # noqa: F401
 from transformers import TrainerCallback
 
-from tulu_lite.config import load_recipe
+from tulu_lite.recipe import load_recipe
 from tulu_lite.errors import TuluError
 from tulu_lite.train import train
 
@@ -173,16 +173,16 @@ def test_two_process_cpu_data_parallel(tmp_path):
 
 
 def test_pickle_weights_are_refused_unless_the_recipe_opts_in(tmp_path, llama_tokenizer):
-    from tulu_lite.config import ModelConfig
+    from tulu_lite.recipe import ModelSettings
     from tulu_lite.model import build_tiny_llama, load_base_model
 
     model = build_tiny_llama(llama_tokenizer, hidden_size=32)
     model.config.save_pretrained(tmp_path)
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")  # a pickle: unpickling can run code
     with pytest.raises(TuluError, match="only pickle .bin weights found: set model.allow_pickle_weights"):
-        load_base_model(ModelConfig(name_or_path=str(tmp_path)), None)
-    loaded = load_base_model(ModelConfig(name_or_path=str(tmp_path), allow_pickle_weights=True), None)
+        load_base_model(ModelSettings(name_or_path=str(tmp_path)), None)
+    loaded = load_base_model(ModelSettings(name_or_path=str(tmp_path), allow_pickle_weights=True), None)
     assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
     assert not any(param.requires_grad for param in loaded.parameters())  # the base is frozen
     with pytest.raises(TuluError, match="not a model directory"):
-        load_base_model(ModelConfig(name_or_path=str(tmp_path.parent)), None)
+        load_base_model(ModelSettings(name_or_path=str(tmp_path.parent)), None)

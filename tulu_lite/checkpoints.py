@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tulu_lite.config import Recipe, load_recipe
+from tulu_lite.recipe import Recipe, load_recipe
 from tulu_lite.errors import TuluError
 from tulu_lite.outputs import ensure_writable, os_reason, write_json
 

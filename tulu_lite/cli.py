@@ -193,7 +193,7 @@ def train_command(
     """
     import shlex
 
-    from tulu_lite.config import load_recipe
+    from tulu_lite.recipe import load_recipe
 
     loaded = load_recipe(recipe, set_)
     from transformers.utils import logging as hf_logging
@@ -232,7 +232,7 @@ def plan_command(
                              "fsdp.yaml), which shards weights, LoRA state and optimizer across them."),
 ) -> None:
     """Token counts and a GPU memory estimate for a recipe, before loading any weights."""
-    from tulu_lite.config import load_recipe
+    from tulu_lite.recipe import load_recipe
     from tulu_lite.plan import plan, render_plan
 
     report = plan(load_recipe(recipe, set_), with_data=not skip_data, gpus=gpus)

@@ -36,7 +36,7 @@ from typing import Literal
 import torch
 from rich.console import Console
 
-from tulu_lite.config import ModelConfig, Recipe, load_recipe
+from tulu_lite.recipe import ModelSettings, Recipe, load_recipe
 from tulu_lite.data.chat_format import TULU_CHAT_TEMPLATE, ChatFormat, generation_prompt
 from tulu_lite.data.conversations import read_json_file
 from tulu_lite.errors import TuluError
@@ -215,7 +215,7 @@ def _check_out_dir(out_dir: Path, inputs: list[Path], *, force: bool) -> None:
         raise TuluError(f"{out_dir}: already exists (pass --force to overwrite)")
 
 
-def _base_config(adapter: AdapterDir, base: str | Path | None, console: Console) -> ModelConfig:
+def _base_config(adapter: AdapterDir, base: str | Path | None, console: Console) -> ModelSettings:
     """The recipe's model section, pointed at `--base` when given; the base must be the one training used.
 
     Training records a fingerprint of the base (`tulu_lite.model.base_fingerprint`; the full weights hash for a
@@ -246,7 +246,7 @@ def _base_config(adapter: AdapterDir, base: str | Path | None, console: Console)
     return model_cfg
 
 
-def _base_differences(adapter: AdapterDir, model_cfg: ModelConfig) -> list[str]:
+def _base_differences(adapter: AdapterDir, model_cfg: ModelSettings) -> list[str]:
     """How the base at `model_cfg` differs from the fingerprint recorded at training (empty if none recorded)."""
     from tulu_lite.model import base_fingerprint, check_model_dir, fingerprint_differences, model_files_dir
 
@@ -275,7 +275,7 @@ def shard_size(value: str | int) -> str | int:
     return value
 
 
-def _training_tokenizer(model_cfg: ModelConfig):
+def _training_tokenizer(model_cfg: ModelSettings):
     """The tokenizer exactly as training loaded it: from the recipe's source, not the copy in the adapter dir.
 
     transformers 5.23 does not save a LLaMA tokenizer's ``legacy`` flag, so a saved copy reloads with
@@ -365,7 +365,7 @@ def load_adapter(model, adapter: AdapterDir):
         raise TuluError(f"{adapter.path}: the adapter does not fit this base ({first_line})") from exc
 
 
-def load_full_base(model_cfg: ModelConfig, dtype: torch.dtype, device: torch.device):
+def load_full_base(model_cfg: ModelSettings, dtype: torch.dtype, device: torch.device):
     """The recipe's base, not quantized, in `dtype` on `device` (tiny-llama is rebuilt from its seed)."""
     from tulu_lite.model import load_base_model
 
@@ -522,7 +522,7 @@ class ReleaseInfo:
     """What the written files describe: where the model came from and how it was merged."""
 
     adapter: AdapterDir
-    model_cfg: ModelConfig
+    model_cfg: ModelSettings
     dtype: torch.dtype
     device: str
     max_shard_size: str | int

@@ -13,16 +13,16 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from tulu_lite.config import (
+from tulu_lite.errors import TuluError
+from tulu_lite.recipe import (
     TINY_LLAMA_NAME,
     AttnImplementation,
     Dtype,
-    LoraConfig,
-    ModelConfig,
-    QuantizationConfig,
+    LoraSettings,
+    ModelSettings,
+    QuantizationSettings,
     local_model_dir,
 )
-from tulu_lite.errors import TuluError
 from tulu_lite.outputs import remove_stale_temporaries
 
 # peft 0.21 reads the `is_gradient_checkpointing` attribute that transformers 5 deprecated (one FutureWarning per
@@ -100,7 +100,7 @@ def resolve_dtype(name: Dtype, key: str = "model.dtype") -> torch.dtype:
     return choose_dtype(name, cuda=torch.cuda.is_available(), bf16_native=native_bf16(), key=key)
 
 
-def compute_dtype(model_cfg: ModelConfig, quant_cfg: QuantizationConfig | None) -> torch.dtype:
+def compute_dtype(model_cfg: ModelSettings, quant_cfg: QuantizationSettings | None) -> torch.dtype:
     """The dtype matmuls run in: the 4-bit compute dtype under QLoRA, else the model's dtype."""
     if quant_cfg is not None:
         return resolve_dtype(quant_cfg.compute_dtype, "quantization.compute_dtype")
@@ -166,7 +166,7 @@ def choose_attention(
 
 
 def resolve_attention(
-    model_cfg: ModelConfig, quant_cfg: QuantizationConfig | None, *, cuda: bool | None = None, strict: bool = True
+    model_cfg: ModelSettings, quant_cfg: QuantizationSettings | None, *, cuda: bool | None = None, strict: bool = True
 ) -> str:
     """`choose_attention` on this machine, for a model computing in the recipe's dtype (`cuda=False`: on the CPU)."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
@@ -191,7 +191,7 @@ def fsdp_launch() -> bool:
 
 
 def load_base_model(
-    model_cfg: ModelConfig, quant_cfg: QuantizationConfig | None, *, device_map: str | dict | None = None
+    model_cfg: ModelSettings, quant_cfg: QuantizationSettings | None, *, device_map: str | dict | None = None
 ) -> PreTrainedModel:
     """Load the frozen base exactly as the recipe describes it (the same call rebuilds it for merging).
 
@@ -234,7 +234,7 @@ def _all_on_cpu(device_map: str | dict | None) -> bool:
     return device_map == "cpu"
 
 
-def bits_and_bytes_config(quant_cfg: QuantizationConfig, *, storage: torch.dtype | None = None):
+def bits_and_bytes_config(quant_cfg: QuantizationSettings, *, storage: torch.dtype | None = None):
     """transformers' BitsAndBytesConfig for the recipe; `storage` packs the 4-bit weights into that dtype (FSDP)."""
     from transformers import BitsAndBytesConfig
 
@@ -247,7 +247,7 @@ def bits_and_bytes_config(quant_cfg: QuantizationConfig, *, storage: torch.dtype
     )
 
 
-def _from_pretrained(source: str, model_cfg: ModelConfig, kwargs: dict) -> PreTrainedModel:
+def _from_pretrained(source: str, model_cfg: ModelSettings, kwargs: dict) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM
 
     local = local_model_dir(source, "model.name_or_path")
@@ -266,7 +266,7 @@ def _from_pretrained(source: str, model_cfg: ModelConfig, kwargs: dict) -> PreTr
         raise TuluError(f"model.name_or_path: {source}: could not load the model: {first_line}{hint}") from exc
 
 
-def load_recipe_tokenizer(model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
+def load_recipe_tokenizer(model_cfg: ModelSettings) -> PreTrainedTokenizerBase:
     """The tokenizer the recipe trains with (pad token set to an existing token, never a new one)."""
     from tulu_lite.tokenizer import load_tokenizer
 
@@ -448,7 +448,7 @@ def model_files_dir(name_or_path: str) -> Path | None:
 # ---- the embedded tiny LLaMA -----------------------------------------------------------------------------------
 
 
-def tiny_llama_dir(model_cfg: ModelConfig) -> str:
+def tiny_llama_dir(model_cfg: ModelSettings) -> str:
     """Build the recipe's tiny LLaMA once and return the cache directory holding it as a normal HF checkpoint.
 
     The directory name is a hash of everything the weights depend on (tokenizer vocabulary and special ids, sizes,
@@ -505,9 +505,9 @@ def weights_sha256(model_dir: str | os.PathLike) -> str:
 # ---- LoRA -----------------------------------------------------------------------------------------------------
 
 
-def add_lora(model: PreTrainedModel, lora_cfg: LoraConfig):
+def add_lora(model: PreTrainedModel, lora_cfg: LoraSettings):
     """Wrap the frozen base with trainable LoRA adapters on `lora_cfg.target_modules` (fp32 adapter weights)."""
-    from peft import LoraConfig as PeftLoraConfig
+    from peft import LoraConfig
     from peft import get_peft_model
 
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
@@ -517,7 +517,7 @@ def add_lora(model: PreTrainedModel, lora_cfg: LoraConfig):
             f"lora.target_modules: {', '.join(missing)} not found in {type(model).__name__} "
             f"(linear layers include e.g. q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)"
         )
-    peft_cfg = PeftLoraConfig(
+    peft_cfg = LoraConfig(
         r=lora_cfg.r,
         lora_alpha=lora_cfg.alpha,
         lora_dropout=lora_cfg.dropout,

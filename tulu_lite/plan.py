@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.table import Table
 
-from tulu_lite.config import Recipe
+from tulu_lite.recipe import Recipe
 from tulu_lite.errors import TuluError
 
 GIB = 1024**3
@@ -182,7 +182,7 @@ def model_shapes(recipe: Recipe) -> Shapes:
     else:
         from transformers import AutoConfig
 
-        from tulu_lite.config import local_model_dir
+        from tulu_lite.recipe import local_model_dir
 
         local_model_dir(recipe.model.name_or_path, "model.name_or_path")  # a missing path is not a hub lookup
         try:

@@ -50,7 +50,7 @@ from transformers.trainer_callback import PrinterCallback
 from tulu_lite import checkpoints as ckpt
 from tulu_lite.checkpoints import CHECKPOINT_PREFIX
 from tulu_lite.collate import AssistantOnlyCollator, TokenBudgetBatchSampler
-from tulu_lite.config import Recipe, save_recipe
+from tulu_lite.recipe import Recipe, save_recipe
 from tulu_lite.errors import TuluError
 from tulu_lite.heldout import EVAL_LOSS, BestAdapter
 from tulu_lite.model import (
@@ -286,7 +286,7 @@ class TrainingData:
 
 def resolve_files(recipe: Recipe, key: str) -> list:
     """The inputs listed in ``data.<key>``: train_files and eval_files take the same kinds of input (files, folders,
-    hub datasets; `tulu_lite.config.DataSource`). A missing local one is named with its recipe line here; the
+    hub datasets; `tulu_lite.recipe.DataSource`). A missing local one is named with its recipe line here; the
     loader checks the rest."""
     items = list(getattr(recipe.data, key))
     for index, item in enumerate(items):

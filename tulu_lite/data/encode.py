@@ -279,7 +279,7 @@ def _conversation_features():
 
 def _conversation_rows(inputs: list[tuple[str, str]]):
     """Every input's validated conversations, as Arrow rows; an input with none is an error (not a silent gap)."""
-    from tulu_lite.config import DataSource
+    from tulu_lite.recipe import DataSource
     from tulu_lite.data.inputs import read_records
 
     for mapping, _fingerprint in inputs:

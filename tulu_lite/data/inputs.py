@@ -1,7 +1,7 @@
 """Where conversations come from: tulu-lite's JSON Lines, and the places the ecosystem keeps them.
 
 Everywhere a conversation file is accepted (``data.train_files``, mixture sources, ``data stats``, ``inspect``) an
-input is a `tulu_lite.config.DataSource`, one of:
+input is a `tulu_lite.recipe.DataSource`, one of:
 
 - a conversation JSON Lines file (tulu-lite's own format, read as a stream with line numbers),
 - a JSON file holding an array of rows, or a Parquet file,
@@ -25,7 +25,8 @@ from typing import Literal
 import yaml
 from pydantic import ValidationError
 
-from tulu_lite.config import DataSource, validation_problems
+from tulu_lite.recipe import DataSource
+from tulu_lite.typed_yaml import validation_problems
 from tulu_lite.data.conversations import MAX_LINE_BYTES, ROLES, iter_lines, json_object, read_conversations, \
     validate_messages
 from tulu_lite.data.raw import first_char, read_json_values

@@ -33,7 +33,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from rich.table import Table
 
-from tulu_lite.config import DataSource, Problem, format_problems, read_yaml, validation_problems
+from tulu_lite.recipe import DataSource
+from tulu_lite.typed_yaml import Problem, format_problems, read_yaml, validation_problems
 from tulu_lite.data.conversations import check_output, iter_lines, parse_line, write_conversations
 from tulu_lite.data.inputs import describe, is_plain_jsonl, read_records
 from tulu_lite.data.sources import meta_path

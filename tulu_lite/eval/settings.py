@@ -15,7 +15,7 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tulu_lite.config import format_problems, validation_problems
+from tulu_lite.typed_yaml import format_problems, validation_problems
 from tulu_lite.errors import TuluError
 
 TaskName = Literal["mmlu", "gsm", "bbh", "tydiqa", "codex_humaneval", "truthfulqa", "toxigen", "alpaca_eval",

@@ -105,7 +105,8 @@ def build_base(directory: Path, args, tokenizer, device: torch.device) -> Path:
 
 def write_chats(path: Path, count: int, seed: int) -> None:
     """Chats of 1-24 demo turns (P(k turns) ~ 1/k), so lengths spread from a few dozen to ~1,000 tokens."""
-    from tulu_lite.data.conversations import read_conversations, write_conversations
+    from tulu_lite.data.conversations import read_conversations
+    from tulu_lite.json_files import write_jsonl
     from tulu_lite.tokenizer import BUNDLED_LLAMA_TOKENIZER
 
     demo = BUNDLED_LLAMA_TOKENIZER.parents[1] / "demo" / "train.jsonl"
@@ -116,7 +117,7 @@ def write_chats(path: Path, count: int, seed: int) -> None:
     for index in range(count):
         k = rng.choices(range(1, 25), weights)[0]
         records.append({"id": f"gpu-check-{index}", "messages": [m for turn in rng.sample(turns, k) for m in turn]})
-    write_conversations(records, path)
+    write_jsonl(records, path)
 
 
 def make_recipe(workdir: Path, base: Path, chats: Path, args, *, name: str, attention: str = "auto",
@@ -407,8 +408,8 @@ def pin_one_gpu() -> list[str]:
 
 
 def run_checks(args, workdir: Path, device: torch.device, gpus: list[str]) -> tuple[list[Check], dict]:
-    from tulu_lite.data.encode import encode
     from tulu_lite.data.conversations import read_conversations
+    from tulu_lite.data.encode import encode
     from tulu_lite.model import load_recipe_tokenizer
     from tulu_lite.tokenizer import BUNDLED_LLAMA_TOKENIZER, load_tokenizer
 
@@ -475,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available() and not args.cpu_dry_run:
         print(f"gpu_check: no CUDA GPU visible (torch {torch.__version__}); run it on a machine with an NVIDIA GPU")
         return 2
-    from tulu_lite.outputs import write_json
+    from tulu_lite.json_files import write_json
 
     if not args.cpu_dry_run and torch.cuda.device_count() > 1:  # no NVML: CUDA started with every GPU visible
         print(f"gpu_check: {torch.cuda.device_count()} GPUs visible and NVML could not narrow them; run "

@@ -40,11 +40,17 @@ from transformers import TrainerCallback
 
 import tulu_lite.tokenizer
 from tulu_lite.collate import AssistantOnlyCollator, TokenBudgetBatchSampler
-from tulu_lite.recipe import Recipe
-from tulu_lite.data.conversations import read_conversations, write_conversations
+from tulu_lite.data.conversations import read_conversations
+from tulu_lite.json_files import write_json, write_jsonl
 from tulu_lite.model import load_recipe_tokenizer
-from tulu_lite.outputs import write_json
-from tulu_lite.train import RichProgress, TrainingData, build_model, encode_data, make_trainer
+from tulu_lite.recipe import Recipe
+from tulu_lite.train import (
+    RichProgress,
+    TrainingData,
+    build_model,
+    encode_data,
+    make_trainer,
+)
 
 # (via a module file: a stale editable install can make the package itself a namespace without __file__)
 DEMO = Path(tulu_lite.tokenizer.__file__).parent / "assets" / "demo" / "train.jsonl"
@@ -78,7 +84,7 @@ def write_diverse_chats(path: Path, count: int, max_turns: int, seed: int) -> No
     for index in range(count):
         k = rng.choices(range(1, max_turns + 1), weights)[0]
         records.append({"id": f"bench-{index}", "messages": [m for turn in rng.sample(turns, k) for m in turn]})
-    write_conversations(records, path)
+    write_jsonl(records, path)
 
 
 def recipe_for(workdir: Path, chats: Path, args: argparse.Namespace, *, padding_free: bool) -> Recipe:

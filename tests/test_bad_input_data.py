@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from cli_cases import BadInput, check_bad_input
 
 GOOD = {"id": "g", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}

@@ -115,8 +115,7 @@ def test_bad_input(case, tmp_path):
 
 def test_predictions_with_a_byte_order_mark_are_read(tmp_path, capsys):
     # Editors on Windows add one; the conversation reader accepts it, so does every eval reader.
-    from tulu_lite.data.conversations import read_json_file
-    from tulu_lite.eval.data_files import read_jsonl
+    from tulu_lite.json_files import read_json_file, read_jsonl
 
     (tmp_path / "p.jsonl").write_bytes(b'\xef\xbb\xbf{"a": 1}\n\n{"a": 2}\n')
     (tmp_path / "p.json").write_bytes(b'\xef\xbb\xbf[{"a": 1}]')
@@ -128,7 +127,7 @@ def test_compressed_json_lines_go_through_the_same_reader(tmp_path):
     import gzip
 
     from tulu_lite.errors import TuluError
-    from tulu_lite.eval.data_files import read_jsonl
+    from tulu_lite.json_files import read_jsonl
 
     (tmp_path / "ok.jsonl.gz").write_bytes(gzip.compress(b'\xef\xbb\xbf{"a": 1}\n\n{"a": 2}\n'))
     assert list(read_jsonl(tmp_path / "ok.jsonl.gz")) == [(1, {"a": 1}), (3, {"a": 2})]

@@ -9,7 +9,12 @@ import pytest
 import torch
 
 import tulu_lite.tokenizer
-from tulu_lite.collate import IGNORE_INDEX, AssistantOnlyCollator, TokenBudgetBatchSampler, token_budget_batches
+from tulu_lite.collate import (
+    IGNORE_INDEX,
+    AssistantOnlyCollator,
+    TokenBudgetBatchSampler,
+    token_budget_batches,
+)
 from tulu_lite.data.conversations import read_conversations
 from tulu_lite.data.encode import encode
 from tulu_lite.errors import TuluError
@@ -281,7 +286,11 @@ def test_epoch_reaches_the_sampler_under_data_parallel_resume():
     """After `--resume` in epoch >= 1 of a data-parallel run, accelerate has wrapped the sampler twice
     (SkipBatchSampler(BatchSamplerShard(ours))) and its `set_epoch` no longer reaches it; SamplerEpoch does.
     (tests/test_distributed.py checks the whole thing with two processes.)"""
-    from accelerate.data_loader import BatchSamplerShard, DataLoaderShard, SkipBatchSampler
+    from accelerate.data_loader import (
+        BatchSamplerShard,
+        DataLoaderShard,
+        SkipBatchSampler,
+    )
     from transformers import TrainerControl, TrainerState
 
     from tulu_lite.train import SamplerEpoch

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tulu_lite.recipe import ALL_LINEAR, Recipe, load_recipe, save_recipe
 from tulu_lite.errors import TuluError
+from tulu_lite.recipe import ALL_LINEAR, Recipe, load_recipe, save_recipe
 
 MINIMAL = """\
 model:

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from tulu_lite.data.conversations import read_conversations, write_conversations
+from tulu_lite.data.conversations import read_conversations
 from tulu_lite.errors import TuluError
+from tulu_lite.json_files import write_jsonl
 
 GOOD = {"id": "x1", "dataset": "dolly", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
 
@@ -53,14 +54,14 @@ def test_missing_file(tmp_path):
 
 def test_write_is_atomic(tmp_path):
     path = tmp_path / "out.jsonl"
-    write_conversations([GOOD], path)
+    write_jsonl([GOOD], path)
 
     def explode():
         yield GOOD
         raise RuntimeError("crash while writing")
 
     with pytest.raises(RuntimeError):
-        write_conversations(explode(), path)
+        write_jsonl(explode(), path)
     assert [json.loads(line) for line in path.read_text().splitlines()] == [GOOD]  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]  # no partial file left behind
 
@@ -101,9 +102,9 @@ def test_a_byte_order_mark_and_crlf_line_ends_are_accepted(tmp_path):
 
 
 def test_a_line_longer_than_the_bound_fails_before_it_is_parsed(tmp_path, monkeypatch):
-    from tulu_lite.data import conversations
+    from tulu_lite import json_files
 
-    monkeypatch.setattr(conversations, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(json_files, "MAX_LINE_BYTES", 1000)
     record = {"messages": [{"role": "user", "content": "x" * 2000}, {"role": "assistant", "content": "y"}]}
     path = write_lines(tmp_path / "long.jsonl", [json.dumps(GOOD), json.dumps(record)])
     with pytest.raises(TuluError, match=r"long\.jsonl:2: line is longer than 0 MiB"):
@@ -112,5 +113,5 @@ def test_a_line_longer_than_the_bound_fails_before_it_is_parsed(tmp_path, monkey
 
 def test_the_writer_never_writes_nan(tmp_path):
     with pytest.raises(TuluError, match="NaN or Infinity"):
-        write_conversations([{**GOOD, "score": float("nan")}], tmp_path / "out.jsonl")
+        write_jsonl([{**GOOD, "score": float("nan")}], tmp_path / "out.jsonl")
     assert not (tmp_path / "out.jsonl").exists()

@@ -6,15 +6,18 @@ import json
 import random
 
 import pytest
-
 from conftest import tokenizer_dir
 from prefix_reference import prefix_reference
+
 from tulu_lite import encode
-from tulu_lite.data.chat_format import TULU_CHAT_TEMPLATE, generation_prompt, render_tulu
+from tulu_lite.data.chat_format import (
+    TULU_CHAT_TEMPLATE,
+    generation_prompt,
+    render_tulu,
+)
 from tulu_lite.data.encode import IGNORE_INDEX, encode_dataset
 from tulu_lite.errors import TuluError
 from tulu_lite.tokenizer import load_tokenizer
-
 
 PIECES = [
     "hello", "world", "The", "quick", "fox", "42", "3.14", "über", "naïve", "中文", "日本語", "🙂", "🚀🚀", "مرحبا",

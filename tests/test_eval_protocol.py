@@ -16,10 +16,28 @@ from pathlib import Path
 import pytest
 
 from tulu_lite.errors import TuluError
-from tulu_lite.eval import alpaca_eval, bbh, bbh_direct, gsm, gsm_direct, humaneval, mmlu, toxigen, truthfulqa, tydiqa
+from tulu_lite.eval import (
+    alpaca_eval,
+    bbh,
+    bbh_direct,
+    gsm,
+    gsm_direct,
+    humaneval,
+    mmlu,
+    toxigen,
+    truthfulqa,
+    tydiqa,
+)
 from tulu_lite.eval.scoring import (
-    open_instruct_exact_match, open_instruct_gsm_answer, open_instruct_match, open_instruct_mc1, open_instruct_mc2,
-    open_instruct_pass_at_k, open_instruct_squad, pass_at_k, truncate_at_stop,
+    open_instruct_exact_match,
+    open_instruct_gsm_answer,
+    open_instruct_match,
+    open_instruct_mc1,
+    open_instruct_mc2,
+    open_instruct_pass_at_k,
+    open_instruct_squad,
+    pass_at_k,
+    truncate_at_stop,
 )
 from tulu_lite.eval.settings import make_settings, parse_tasks
 from tulu_lite.eval.subsets import set_order

@@ -9,8 +9,17 @@ import pytest
 
 from tulu_lite.eval.bbh import extract_answer
 from tulu_lite.eval.scoring import (
-    best_over_golds, last_number, loose_match, mc1, mc2, normalize_answer, pass_at_k, percent, same_number,
-    squad_exact, squad_f1,
+    best_over_golds,
+    last_number,
+    loose_match,
+    mc1,
+    mc2,
+    normalize_answer,
+    pass_at_k,
+    percent,
+    same_number,
+    squad_exact,
+    squad_f1,
 )
 
 

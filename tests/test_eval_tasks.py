@@ -14,8 +14,8 @@ import torch
 from tulu_lite.errors import TuluError
 from tulu_lite.eval import humaneval, mmlu, toxigen, truthfulqa
 from tulu_lite.eval.generate import LanguageModel, load_model
-from tulu_lite.eval.scoring import truncate_at_stop
 from tulu_lite.eval.runner import TASK_MODULES, evaluate, rescore
+from tulu_lite.eval.scoring import truncate_at_stop
 from tulu_lite.eval.settings import TASKS, make_settings
 
 DATA = Path(__file__).parent / "fixtures" / "eval"

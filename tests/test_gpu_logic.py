@@ -15,9 +15,9 @@ from cli_cases import BadInput, check_bad_input
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from tulu_lite.recipe import ModelSettings, Recipe
 from tulu_lite.errors import TuluError
 from tulu_lite.model import choose_attention, choose_dtype, native_bf16
+from tulu_lite.recipe import ModelSettings, Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "tulu_lite" / "assets" / "demo" / "train.jsonl"
@@ -175,8 +175,8 @@ def test_where_the_base_goes(monkeypatch):
 
 
 def test_fsdp_stores_4bit_weights_in_the_model_dtype(monkeypatch):
-    from tulu_lite.recipe import QuantizationSettings
     from tulu_lite.model import bits_and_bytes_config
+    from tulu_lite.recipe import QuantizationSettings
 
     quant = QuantizationSettings()
     assert bits_and_bytes_config(quant).bnb_4bit_quant_storage == torch.uint8

@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 from tiny_runs import DEMO, read_demo, tiny_cache, topic, write_jsonl, write_recipe  # noqa: F401
 from transformers import TrainerCallback
 
-from tulu_lite.recipe import load_recipe
 from tulu_lite.heldout import eval_batches, split_heldout
+from tulu_lite.recipe import load_recipe
 from tulu_lite.train import train
 
 # ---- the split ---------------------------------------------------------------------------------------------------

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import datasets
 import pytest
+from tiny_runs import tiny_cache  # noqa: F401  (keeps built tiny bases out of the user cache)
 
-from tulu_lite.recipe import DataSettings, DataSource, load_recipe
 from tulu_lite.data.conversations import read_conversations
 from tulu_lite.data.encode import encode_dataset, load_conversations_dataset
 from tulu_lite.data.inputs import input_kind, parse_input, read_records
 from tulu_lite.errors import TuluError
-
-from tiny_runs import tiny_cache  # noqa: F401  (keeps built tiny bases out of the user cache)
+from tulu_lite.recipe import DataSettings, DataSource, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "tulu_lite" / "assets" / "demo" / "train.jsonl"

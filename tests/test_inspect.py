@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 from tulu_lite.cli import SAMPLE_CONVERSATIONS
-from tulu_lite.data.inspect import TRAINED_STYLE, inspect_file
-from tulu_lite.data.encode import encode
 from tulu_lite.data.conversations import read_conversations
+from tulu_lite.data.encode import encode
+from tulu_lite.data.inspect import TRAINED_STYLE, inspect_file
 
 
 def test_inspect_counts_and_highlights(llama_tokenizer):

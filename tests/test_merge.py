@@ -125,8 +125,8 @@ def _adapter_model_as_trained(adapter: Path):
     """Base loaded by the training code + the saved adapter, in train mode: exactly the trainer's forward pass."""
     from peft import PeftModel
 
-    from tulu_lite.recipe import load_recipe
     from tulu_lite.model import load_base_model
+    from tulu_lite.recipe import load_recipe
 
     recipe = load_recipe(adapter / "recipe.yaml")
     assert recipe.lora.dropout == 0.0  # so train mode is deterministic
@@ -138,8 +138,8 @@ def _naive_merge(adapter: Path):
     """What several tools do for QLoRA: fold the adapter into the original, never-quantized weights."""
     from peft import PeftModel
 
-    from tulu_lite.recipe import load_recipe
     from tulu_lite.model import load_base_model
+    from tulu_lite.recipe import load_recipe
 
     recipe = load_recipe(adapter / "recipe.yaml")
     base = load_base_model(recipe.model, None)
@@ -173,8 +173,8 @@ def test_qlora_merge_matches_the_adapter_model_and_beats_the_naive_merge(qlora_m
 @pytest.mark.slow
 def test_qlora_merge_keeps_the_never_quantized_weights(qlora_merged, qlora_adapter):
     """Embeddings, norms and lm_head are the original weights; only the 4-bit linears were dequantized + merged."""
-    from tulu_lite.recipe import load_recipe
     from tulu_lite.model import load_base_model
+    from tulu_lite.recipe import load_recipe
 
     out, _ = qlora_merged
     merged, _ = _reload(out)
@@ -317,7 +317,11 @@ def test_saved_chat_template_reproduces_the_training_text(lora_merged, llama_tok
 
 @pytest.mark.parametrize("name, end_of_turn", [("llama3", "<|eot_id|>"), ("qwen3", "<|im_end|>")])
 def test_native_template_is_kept_and_stops_at_its_end_of_turn(name, end_of_turn):
-    from tulu_lite.merge import end_of_turn_ids, release_generation_config, release_tokenizer
+    from tulu_lite.merge import (
+        end_of_turn_ids,
+        release_generation_config,
+        release_tokenizer,
+    )
     from tulu_lite.model import build_tiny_llama
     from tulu_lite.tokenizer import load_tokenizer
 

@@ -13,10 +13,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from tulu_lite.errors import TuluError
+from tulu_lite.model import (
+    base_fingerprint,
+    check_model_dir,
+    check_safetensors,
+    fingerprint_differences,
+)
 from tulu_lite.recipe import load_recipe, local_model_dir
 from tulu_lite.typed_yaml import read_yaml
-from tulu_lite.errors import TuluError
-from tulu_lite.model import base_fingerprint, check_model_dir, check_safetensors, fingerprint_differences
 
 
 @pytest.fixture
@@ -123,8 +128,8 @@ def test_a_single_changed_tensor_is_seen(model_dir):
 def test_training_records_the_fingerprint_of_a_local_base(model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from tulu_lite.recipe import LoraSettings
     from tulu_lite.model import add_lora
+    from tulu_lite.recipe import LoraSettings
     from tulu_lite.train import base_record
 
     (tmp_path / "r.yaml").write_text(f"model: {{name_or_path: {model_dir}}}\ndata: {{train_files: [a]}}\n"

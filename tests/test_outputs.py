@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 
 from tulu_lite.errors import TuluError
-from tulu_lite.outputs import atomic_dir, atomic_file, ensure_writable, remove_stale_temporaries
+from tulu_lite.outputs import (
+    atomic_dir,
+    atomic_file,
+    ensure_writable,
+    remove_stale_temporaries,
+)
 
 
 @pytest.fixture
@@ -105,8 +110,8 @@ def test_commands_write_files_and_folders_with_the_umasks_permissions(tmp_path, 
 
 
 def test_a_tiny_base_build_killed_half_way_is_cleared_by_the_next_build(tmp_path, monkeypatch):
-    from tulu_lite.recipe import ModelSettings
     from tulu_lite.model import tiny_llama_dir
+    from tulu_lite.recipe import ModelSettings
 
     monkeypatch.setenv("TULU_LITE_CACHE", str(tmp_path))
     config = ModelSettings(name_or_path="tiny-llama", tiny={"hidden_size": 32})

@@ -8,15 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_cases import BadInput, check_bad_input
 from transformers import LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
 from tulu_lite import cli
 from tulu_lite.cli import app
+from tulu_lite.plan import (
+    data_stats,
+    estimate_memory,
+    lora_param_count,
+    plan,
+    shapes_from_config,
+)
 from tulu_lite.recipe import Recipe, load_recipe
-from tulu_lite.plan import data_stats, estimate_memory, lora_param_count, plan, shapes_from_config
-
-from cli_cases import BadInput, check_bad_input
 
 DEMO = Path(__file__).resolve().parents[1] / "tulu_lite" / "assets" / "demo" / "train.jsonl"
 

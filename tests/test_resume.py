@@ -15,8 +15,8 @@ from rich.console import Console
 from tiny_runs import read_demo, tiny_cache, write_jsonl, write_recipe  # noqa: F401
 
 from tulu_lite import checkpoints as ckpt
-from tulu_lite.recipe import load_recipe, save_recipe
 from tulu_lite.errors import TuluError
+from tulu_lite.recipe import load_recipe, save_recipe
 from tulu_lite.train import train
 
 # ---- which changes may continue a run ------------------------------------------------------------------------

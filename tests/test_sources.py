@@ -16,9 +16,20 @@ import pytest
 
 from tulu_lite.data.conversations import read_conversations
 from tulu_lite.data.raw import read_json_values
-from tulu_lite.data.sources import ConvertOptions, ConvertReport, SOURCES, convert, iter_converted, meta_path, \
-    split_by_budget
-from tulu_lite.data.templates import TEMPLATES_WITH_INPUT, TEMPLATES_WITHOUT_INPUT, render_instruction
+from tulu_lite.data.sources import (
+    SOURCES,
+    ConvertOptions,
+    ConvertReport,
+    convert,
+    iter_converted,
+    meta_path,
+    split_by_budget,
+)
+from tulu_lite.data.templates import (
+    TEMPLATES_WITH_INPUT,
+    TEMPLATES_WITHOUT_INPUT,
+    render_instruction,
+)
 from tulu_lite.errors import TuluError
 from tulu_lite.tokenizer import BUNDLED_LLAMA_TOKENIZER
 

@@ -15,7 +15,11 @@ from pathlib import Path
 import pytest
 
 from tulu_lite.data.sources import ConvertOptions, ConvertReport, iter_converted
-from tulu_lite.data.templates import V1_TEMPLATES_WITH_INPUT, V1_TEMPLATES_WITHOUT_INPUT, render_instruction_v1
+from tulu_lite.data.templates import (
+    V1_TEMPLATES_WITH_INPUT,
+    V1_TEMPLATES_WITHOUT_INPUT,
+    render_instruction_v1,
+)
 from tulu_lite.errors import TuluError
 from tulu_lite.tokenizer import BUNDLED_LLAMA_TOKENIZER
 

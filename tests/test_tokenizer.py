@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import tokenizer_dir
+
 from tulu_lite.errors import TuluError
 from tulu_lite.tokenizer import load_tokenizer
 

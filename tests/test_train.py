@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 from tiny_runs import DEMO, StopAfter, tiny_cache, write_recipe  # noqa: F401
 from transformers import TrainerCallback
 
-from tulu_lite.recipe import load_recipe
 from tulu_lite.errors import TuluError
+from tulu_lite.recipe import load_recipe
 from tulu_lite.train import train
 
 ADAPTER_FILES = ["adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "recipe.yaml",
@@ -173,8 +173,8 @@ def test_two_process_cpu_data_parallel(tmp_path):
 
 
 def test_pickle_weights_are_refused_unless_the_recipe_opts_in(tmp_path, llama_tokenizer):
-    from tulu_lite.recipe import ModelSettings
     from tulu_lite.model import build_tiny_llama, load_base_model
+    from tulu_lite.recipe import ModelSettings
 
     model = build_tiny_llama(llama_tokenizer, hidden_size=32)
     model.config.save_pretrained(tmp_path)

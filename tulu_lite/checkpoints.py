@@ -27,9 +27,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tulu_lite.recipe import Recipe, load_recipe
 from tulu_lite.errors import TuluError
-from tulu_lite.outputs import ensure_writable, os_reason, write_json
+from tulu_lite.json_files import write_json
+from tulu_lite.outputs import ensure_writable, os_reason
+from tulu_lite.recipe import Recipe, load_recipe
 
 CHECKPOINT_PREFIX = "checkpoint-"
 MANIFEST = "checkpoint.json"

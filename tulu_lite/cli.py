@@ -75,7 +75,13 @@ from tulu_lite.data.sources import SOURCES, STYLES, ConvertOptions  # noqa: E402
 
 
 def _bytes_progress():
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                     console=console, transient=True)
@@ -144,7 +150,12 @@ def data_stats(
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from tulu_lite.data.inputs import describe, parse_input
-    from tulu_lite.data.stats import file_stats, plot_lengths, stats_table, write_stats_json
+    from tulu_lite.data.stats import (
+        file_stats,
+        plot_lengths,
+        stats_table,
+        write_stats_json,
+    )
     from tulu_lite.outputs import ensure_writable
     from tulu_lite.tokenizer import BUNDLED_LLAMA_TOKENIZER, load_tokenizer
 
@@ -232,8 +243,8 @@ def plan_command(
                              "fsdp.yaml), which shards weights, LoRA state and optimizer across them."),
 ) -> None:
     """Token counts and a GPU memory estimate for a recipe, before loading any weights."""
-    from tulu_lite.recipe import load_recipe
     from tulu_lite.plan import plan, render_plan
+    from tulu_lite.recipe import load_recipe
 
     report = plan(load_recipe(recipe, set_), with_data=not skip_data, gpus=gpus)
     render_plan(report, console)
@@ -356,7 +367,12 @@ def eval_run(
     Compare finished runs with: tulu-lite eval compare OUT_DIR... [--plot FILE]
     """
     from tulu_lite.eval.runner import evaluate, print_summary, rescore
-    from tulu_lite.eval.settings import make_settings, parse_limit, parse_protocol, parse_tasks
+    from tulu_lite.eval.settings import (
+        make_settings,
+        parse_limit,
+        parse_protocol,
+        parse_tasks,
+    )
 
     try:
         shots = [int(k) for k in mmlu_shots.split(",") if k.strip()]

@@ -36,11 +36,11 @@ from typing import Literal
 import torch
 from rich.console import Console
 
-from tulu_lite.recipe import ModelSettings, Recipe, load_recipe
 from tulu_lite.data.chat_format import TULU_CHAT_TEMPLATE, ChatFormat, generation_prompt
-from tulu_lite.data.conversations import read_json_file
-from tulu_lite.errors import TuluError
-from tulu_lite.outputs import atomic_dir, atomic_file, write_errors, write_json
+from tulu_lite.errors import TuluError, first_line
+from tulu_lite.json_files import read_json_file, write_json
+from tulu_lite.outputs import atomic_dir, atomic_file, write_errors
+from tulu_lite.recipe import ModelSettings, Recipe, load_recipe
 
 MergeDtype = Literal["bfloat16", "float16", "float32"]
 MERGE_DTYPES: tuple[str, ...] = ("bfloat16", "float16", "float32")
@@ -189,7 +189,8 @@ def read_adapter_dir(path: str | Path) -> AdapterDir:
         raise TuluError(f"{path}: adapter_config.json but no adapter_model.safetensors (incomplete adapter)")
     if not (path / "recipe.yaml").is_file():
         raise TuluError(f"{path}: no recipe.yaml, so the base and its quantization are unknown (train with tulu-lite)")
-    from tulu_lite.model import check_safetensors, read_json_object
+    from tulu_lite.json_files import read_json_object
+    from tulu_lite.model import check_safetensors
 
     read_json_object(path / "adapter_config.json")  # PEFT would raise a bare JSONDecodeError
     if (path / "adapter_model.safetensors").is_file():
@@ -248,7 +249,12 @@ def _base_config(adapter: AdapterDir, base: str | Path | None, console: Console)
 
 def _base_differences(adapter: AdapterDir, model_cfg: ModelSettings) -> list[str]:
     """How the base at `model_cfg` differs from the fingerprint recorded at training (empty if none recorded)."""
-    from tulu_lite.model import base_fingerprint, check_model_dir, fingerprint_differences, model_files_dir
+    from tulu_lite.model import (
+        base_fingerprint,
+        check_model_dir,
+        fingerprint_differences,
+        model_files_dir,
+    )
 
     recorded = adapter.base_record.get("fingerprint")
     if not isinstance(recorded, dict) or model_cfg.is_tiny:
@@ -361,8 +367,7 @@ def load_adapter(model, adapter: AdapterDir):
     try:
         return PeftModel.from_pretrained(model, str(adapter.path))
     except (RuntimeError, ValueError, KeyError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TuluError(f"{adapter.path}: the adapter does not fit this base ({first_line})") from exc
+        raise TuluError(f"{adapter.path}: the adapter does not fit this base ({first_line(exc)})") from exc
 
 
 def load_full_base(model_cfg: ModelSettings, dtype: torch.dtype, device: torch.device):

@@ -11,9 +11,16 @@ import warnings
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
-from tulu_lite.errors import TuluError
+from tulu_lite.errors import TuluError, first_line
+from tulu_lite.json_files import read_json_object
+from tulu_lite.outputs import remove_stale_temporaries
 from tulu_lite.recipe import (
     TINY_LLAMA_NAME,
     AttnImplementation,
@@ -23,7 +30,6 @@ from tulu_lite.recipe import (
     QuantizationSettings,
     local_model_dir,
 )
-from tulu_lite.outputs import remove_stale_temporaries
 
 # peft 0.21 reads the `is_gradient_checkpointing` attribute that transformers 5 deprecated (one FutureWarning per
 # model); silence exactly that message until peft reads `is_activation_checkpointing`.
@@ -259,11 +265,11 @@ def _from_pretrained(source: str, model_cfg: ModelSettings, kwargs: dict) -> Pre
         hint = ""
         if not model_cfg.allow_pickle_weights and local is not None and not any(local.glob("*.safetensors")):
             hint = " (only pickle .bin weights found: set model.allow_pickle_weights: true if you trust them)"
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         if local is None:
             raise TuluError(f"model.name_or_path: {source}: no such directory, and could not load it as a hub "
-                            f"model: {first_line}") from exc
-        raise TuluError(f"model.name_or_path: {source}: could not load the model: {first_line}{hint}") from exc
+                            f"model: {reason}") from exc
+        raise TuluError(f"model.name_or_path: {source}: could not load the model: {reason}{hint}") from exc
 
 
 def load_recipe_tokenizer(model_cfg: ModelSettings) -> PreTrainedTokenizerBase:
@@ -319,19 +325,6 @@ def check_model_dir(path: str | os.PathLike, key: str | None = None) -> None:
         raise TuluError(f"{prefix}{path}: config.json but no weights (model*.safetensors)")
     for file in weights:
         check_safetensors(file)
-
-
-def read_json_object(file: Path) -> dict:
-    """A JSON file that must hold an object; anything else is one line naming the file (and line)."""
-    try:
-        data = json.loads(file.read_bytes())
-    except json.JSONDecodeError as exc:
-        raise TuluError(f"{file}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
-    except UnicodeDecodeError:
-        raise TuluError(f"{file}: not valid JSON (not UTF-8 text)") from None
-    if not isinstance(data, dict):
-        raise TuluError(f"{file}: expected a JSON object, got a {type(data).__name__}")
-    return data
 
 
 # A safetensors header is at most 100 MB (the format's own limit).
@@ -507,8 +500,7 @@ def weights_sha256(model_dir: str | os.PathLike) -> str:
 
 def add_lora(model: PreTrainedModel, lora_cfg: LoraSettings):
     """Wrap the frozen base with trainable LoRA adapters on `lora_cfg.target_modules` (fp32 adapter weights)."""
-    from peft import LoraConfig
-    from peft import get_peft_model
+    from peft import LoraConfig, get_peft_model
 
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [name for name in lora_cfg.target_modules if name not in present]

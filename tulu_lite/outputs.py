@@ -11,7 +11,6 @@ a killed run (SIGKILL, power loss) left behind, without touching a temporary of 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -186,10 +185,3 @@ def write_errors(target: str | os.PathLike, what: str) -> Iterator[None]:
             raise
         reason = found.group(1).split(":")[-1].strip().lower() or "i/o error"
         raise TuluError(f"{target}: could not write {what} ({reason})") from exc
-
-
-def write_json(target: str | os.PathLike, obj: object) -> None:
-    """Write `obj` as indented JSON, atomically."""
-    with atomic_file(target) as handle:
-        json.dump(obj, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")

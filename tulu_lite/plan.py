@@ -65,8 +65,8 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.table import Table
 
+from tulu_lite.errors import TuluError, first_line
 from tulu_lite.recipe import Recipe
-from tulu_lite.errors import TuluError
 
 GIB = 1024**3
 CUDA_OVERHEAD = int(0.75 * GIB)
@@ -190,8 +190,7 @@ def model_shapes(recipe: Recipe) -> Shapes:
                                                 trust_remote_code=recipe.model.trust_remote_code)
         except (OSError, ValueError) as exc:
             where = recipe.model.name_or_path
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TuluError(f"model.name_or_path: {where}: could not read its config ({first_line})") from exc
+            raise TuluError(f"model.name_or_path: {where}: could not read its config ({first_line(exc)})") from exc
     return shapes_from_config(config)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from tulu_lite.errors import TuluError
+from tulu_lite.errors import TuluError, first_line
 
 BUNDLED_LLAMA_TOKENIZER = Path(__file__).parent / "assets" / "tokenizers" / "llama"
 
@@ -29,8 +29,7 @@ def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False) 
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises many types here; the user needs one line.
         _blame_json_files(directory)
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise TuluError(f"{directory}: could not load tokenizer ({type(exc).__name__}: {first_line})") from exc
+        raise TuluError(f"{directory}: could not load tokenizer ({type(exc).__name__}: {first_line(exc, '')})") from exc
     if not tokenizer.is_fast:
         raise TuluError(f"{directory}: a fast (tokenizer.json) tokenizer is required for exact masking")
     if getattr(tokenizer, "legacy", None) is not None:

@@ -43,16 +43,23 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
 from tulu_lite import checkpoints as ckpt
 from tulu_lite.checkpoints import CHECKPOINT_PREFIX
 from tulu_lite.collate import AssistantOnlyCollator, TokenBudgetBatchSampler
-from tulu_lite.recipe import Recipe, save_recipe
-from tulu_lite.errors import TuluError
+from tulu_lite.errors import TuluError, first_line
 from tulu_lite.heldout import EVAL_LOSS, BestAdapter
+from tulu_lite.json_files import write_json
 from tulu_lite.model import (
     add_lora,
     compute_dtype,
@@ -63,7 +70,8 @@ from tulu_lite.model import (
     resolve_dtype,
     weights_sha256,
 )
-from tulu_lite.outputs import atomic_dir, ensure_writable, write_errors, write_json
+from tulu_lite.outputs import atomic_dir, ensure_writable, write_errors
+from tulu_lite.recipe import Recipe, save_recipe
 
 # Seconds a collective may wait for the slowest process before the job is killed: transformers' default
 # `ddp_timeout`, given to the process group when `train` creates it (see `distributed_state`).
@@ -215,7 +223,7 @@ def check_logger(recipe: Recipe) -> None:
             importlib.import_module(module)
             return
         except Exception as exc:  # a half-installed package fails in many ways; any of them means "not usable"
-            reasons.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            reasons.append(first_line(exc))
     raise TuluError(f"{recipe.where('training', 'report_to')}: {name} is not installed ({reasons[0]}); "
                     f'install it with: pip install "tulu-lite[{name}]"')
 
@@ -317,8 +325,8 @@ def _mixture_sources(recipe: Recipe) -> list[tuple[str, Path]]:
     The files are reused while the recorded resolved mixture equals the current one; edit a source file in place
     without touching the YAML and you must delete OUT.checkpoints/data/ to re-mix.
     """
-    from tulu_lite.data.conversations import write_conversations
     from tulu_lite.data.mix import iter_mixture, load_mixture, plan_mixture
+    from tulu_lite.json_files import write_jsonl
 
     mixture = load_mixture(recipe.data.mixture)
     folder = _mixture_folder(recipe)
@@ -332,7 +340,7 @@ def _mixture_sources(recipe: Recipe) -> list[tuple[str, Path]]:
         # inputs other than tulu-lite JSON Lines (Parquet, hub, ...) are spooled as JSON Lines while selecting
         with tempfile.TemporaryDirectory(prefix=".spool-", dir=folder) as spool:
             for plan, path in zip(plan_mixture(mixture, lambda: Path(spool)), files):
-                write_conversations(iter_mixture([plan], mixture.seed), path)
+                write_jsonl(iter_mixture([plan], mixture.seed), path)
         write_json(record, wanted)
     return list(zip(labels, files))
 

@@ -18,7 +18,8 @@ from typing import Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tulu_lite.errors import TuluError, at
+from tulu_lite.errors import TuluError, at, first_line
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -81,7 +82,7 @@ def load_yaml_text(text: str, where: str) -> tuple[yaml.Node | None, object]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise TuluError(f"{at(where, line)}: not valid YAML ({problem})") from None
     except RecursionError:
         line = loader.get_mark().line + 1

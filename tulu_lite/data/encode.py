@@ -19,9 +19,15 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from transformers import PreTrainedTokenizerBase
 
-from tulu_lite.data.chat_format import ASSISTANT_HEADER, ChatFormat, render_native, tulu_pieces
+from tulu_lite.data.chat_format import (
+    ASSISTANT_HEADER,
+    ChatFormat,
+    render_native,
+    tulu_pieces,
+)
 from tulu_lite.errors import TuluError
 
 IGNORE_INDEX = -100
@@ -279,8 +285,8 @@ def _conversation_features():
 
 def _conversation_rows(inputs: list[tuple[str, str]]):
     """Every input's validated conversations, as Arrow rows; an input with none is an error (not a silent gap)."""
-    from tulu_lite.recipe import DataSource
     from tulu_lite.data.inputs import read_records
+    from tulu_lite.recipe import DataSource
 
     for mapping, _fingerprint in inputs:
         source = DataSource.model_validate_json(mapping)

@@ -25,12 +25,12 @@ from typing import Literal
 import yaml
 from pydantic import ValidationError
 
+from tulu_lite.data.conversations import ROLES, read_conversations, validate_messages
+from tulu_lite.data.raw import first_char, read_json_values
+from tulu_lite.errors import TuluError, at, first_line
+from tulu_lite.json_files import MAX_LINE_BYTES, iter_lines, json_object
 from tulu_lite.recipe import DataSource
 from tulu_lite.typed_yaml import validation_problems
-from tulu_lite.data.conversations import MAX_LINE_BYTES, ROLES, iter_lines, json_object, read_conversations, \
-    validate_messages
-from tulu_lite.data.raw import first_char, read_json_values
-from tulu_lite.errors import TuluError, at
 
 InputKind = Literal["jsonl", "json", "parquet", "saved", "repo", "hub"]
 _KEPT_COLUMNS = ("id", "dataset")  # what rows from Parquet / datasets carry besides messages
@@ -54,7 +54,7 @@ def parse_input(text: str) -> DataSource:
         try:
             mapping = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise TuluError(f"input {text!r}: not a YAML mapping ({str(exc).splitlines()[0]})") from None
+            raise TuluError(f"input {text!r}: not a YAML mapping ({first_line(exc)})") from None
         return as_source(mapping)
     return as_source(text)
 
@@ -156,7 +156,7 @@ def _parquet_records(source: DataSource) -> Iterator[dict]:
     try:
         handle = pq.ParquetFile(source.path)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...: one line, naming the file
-        raise TuluError(f"{source.path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+        raise TuluError(f"{source.path}: not a readable Parquet file ({first_line(exc)})") from None
     columns = handle.schema_arrow.names
     if source.messages not in columns:
         raise _missing_column(str(source.path), source, columns)

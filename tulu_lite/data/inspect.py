@@ -10,8 +10,8 @@ from rich.text import Text
 from transformers import PreTrainedTokenizerBase
 
 from tulu_lite.data.chat_format import ChatFormat
-from tulu_lite.data.inputs import read_records
 from tulu_lite.data.encode import IGNORE_INDEX, encode_many, render_for_training
+from tulu_lite.data.inputs import read_records
 
 TRAINED_STYLE = "bold black on green"
 MASKED_STYLES = ("grey62 on grey15", "grey70 on grey23")  # alternate so token boundaries stay visible

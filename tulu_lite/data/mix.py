@@ -33,13 +33,18 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from rich.table import Table
 
-from tulu_lite.recipe import DataSource
-from tulu_lite.typed_yaml import Problem, format_problems, read_yaml, validation_problems
-from tulu_lite.data.conversations import check_output, iter_lines, parse_line, write_conversations
+from tulu_lite.data.conversations import check_output, parse_line
 from tulu_lite.data.inputs import describe, is_plain_jsonl, read_records
 from tulu_lite.data.sources import meta_path
 from tulu_lite.errors import TuluError, at
-from tulu_lite.outputs import write_json
+from tulu_lite.json_files import iter_lines, write_json, write_jsonl
+from tulu_lite.recipe import DataSource
+from tulu_lite.typed_yaml import (
+    Problem,
+    format_problems,
+    read_yaml,
+    validation_problems,
+)
 
 
 class MixtureSource(DataSource):
@@ -267,7 +272,7 @@ def mix(mixture_path: str | os.PathLike, out: str | os.PathLike, *, force: bool 
     try:
         plans = plan_mixture(mixture, spool_dir, on_bytes)
         report = _report(out, mixture, plans)
-        write_conversations(iter_mixture(plans, mixture.seed), out)
+        write_jsonl(iter_mixture(plans, mixture.seed), out)
     finally:
         for folder in spool:
             shutil.rmtree(folder, ignore_errors=True)

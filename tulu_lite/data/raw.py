@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tulu_lite.data.conversations import STRICT_DECODER, NotJson, json_error
 from tulu_lite.errors import TuluError, at
+from tulu_lite.json_files import STRICT_DECODER, NotJson, json_error
 
 
 class RawRecord(NamedTuple):

@@ -37,12 +37,17 @@ from typing import Literal
 from rich.markup import escape
 from rich.table import Table
 
-from tulu_lite.data.conversations import check_output, json_error, validate_messages, write_conversations
+from tulu_lite.data.conversations import check_output, validate_messages
 from tulu_lite.data.raw import RawRecord, preview, read_json_values, read_sampled
-from tulu_lite.data.templates import few_shot_prompt, few_shot_prompt_v1, render_instruction, \
-    render_instruction_v1, seeded_unit
+from tulu_lite.data.templates import (
+    few_shot_prompt,
+    few_shot_prompt_v1,
+    render_instruction,
+    render_instruction_v1,
+    seeded_unit,
+)
 from tulu_lite.errors import TuluError, at
-from tulu_lite.outputs import write_json
+from tulu_lite.json_files import json_error, write_json, write_jsonl
 
 Messages = list[dict]
 Example = tuple[str, Messages]  # (id, messages)
@@ -788,7 +793,9 @@ def _check_options(source: Source, options: ConvertOptions) -> None:
 
 
 def _token_counter(tokenizer_dir: str, *, with_special_tokens: bool) -> Callable[[list[str]], list[int]]:
-    from tulu_lite.tokenizer import load_tokenizer  # transformers is slow to import; only sharegpt splits need it
+    from tulu_lite.tokenizer import (
+        load_tokenizer,  # transformers is slow to import; only sharegpt splits need it
+    )
 
     tokenizer = load_tokenizer(tokenizer_dir)
 
@@ -901,7 +908,7 @@ def convert(source_name: str, raw_path: str | os.PathLike, out: str | os.PathLik
                             on_progress=on_progress)
     if options.max_examples is not None:
         records = sample_examples(records, options.max_examples, options.seed, report)
-    report.written = write_conversations(records, out)
+    report.written = write_jsonl(records, out)
     write_json(meta_path(out), {"command": "convert", "source": report.source, "raw_path": str(raw_path),
                                 "options": asdict(options), "report": report.to_json()})
     return report

@@ -23,7 +23,8 @@ from pathlib import Path
 from rich.table import Table
 
 from tulu_lite.data.inputs import as_source, describe, read_records
-from tulu_lite.outputs import atomic_file, write_json
+from tulu_lite.json_files import write_json
+from tulu_lite.outputs import atomic_file
 
 DEFINITIONS = {
     "rounds": "user messages immediately followed by an assistant message",

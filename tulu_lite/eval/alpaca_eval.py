@@ -15,11 +15,11 @@ Re-scoring also takes an AlpacaEval outputs JSON (a list of {instruction, output
 
 from __future__ import annotations
 
-from tulu_lite.data.conversations import read_json_file
 from tulu_lite.errors import TuluError
 from tulu_lite.eval.data_files import required_file, task_dir
 from tulu_lite.eval.prompts import build_prompt, task_chat_format
 from tulu_lite.eval.settings import EvalSettings, subset_size
+from tulu_lite.json_files import read_json_file
 
 NAME = "alpaca_eval"
 MAX_NEW_TOKENS = 2048

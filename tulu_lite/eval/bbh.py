@@ -22,13 +22,18 @@ from pathlib import Path
 
 import numpy as np
 
-from tulu_lite.data.conversations import read_json_file
 from tulu_lite.errors import TuluError
 from tulu_lite.eval.data_files import required_file, task_dir
 from tulu_lite.eval.prompts import build_prompt, task_chat_format
-from tulu_lite.eval.scoring import loose_match, open_instruct_match, percent, truncate_at_stop
+from tulu_lite.eval.scoring import (
+    loose_match,
+    open_instruct_match,
+    percent,
+    truncate_at_stop,
+)
 from tulu_lite.eval.settings import EvalSettings, subset_size
 from tulu_lite.eval.subsets import glob_order, reference_rng, sample_if_longer
+from tulu_lite.json_files import read_json_file
 
 NAME = "bbh"
 MAX_NEW_TOKENS = 512

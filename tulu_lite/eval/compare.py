@@ -14,9 +14,9 @@ from pathlib import Path
 
 from rich.table import Table
 
-from tulu_lite.data.conversations import read_json_file
 from tulu_lite.errors import TuluError
 from tulu_lite.eval.runner import TASK_MODULES, headline_label
+from tulu_lite.json_files import read_json_file
 from tulu_lite.outputs import atomic_file
 
 # Table 4 column order: (task, column header)

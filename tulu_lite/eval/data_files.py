@@ -14,12 +14,9 @@ Layout (each benchmark as its authors release it, one folder per task)::
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 
-from tulu_lite.data.conversations import iter_lines, json_object
-from tulu_lite.errors import TuluError, at
+from tulu_lite.errors import TuluError, first_line
 from tulu_lite.eval.settings import EvalSettings
 
 
@@ -39,24 +36,11 @@ def required_file(path: Path, what: str) -> Path:
     return path
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for every non-blank line, through the conversation files' reader (UTF-8 and line
-    length checked, a byte-order mark dropped, `.gz` read decompressed)."""
-    for number, _, line in iter_lines(path):
-        yield number, json_object(line, at(path, number))
-
-
 def require_keys(record: dict, keys: tuple[str, ...], where: str) -> dict:
     missing = [key for key in keys if key not in record]
     if missing:
         raise TuluError(f"{where}: missing {', '.join(repr(k) for k in missing)} (keys: {', '.join(sorted(record))})")
     return record
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def read_csv_frame(path: Path, *, header: bool):
@@ -67,5 +51,4 @@ def read_csv_frame(path: Path, *, header: bool):
     try:
         return pd.read_csv(path, header=0 if header else None)
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise TuluError(f"{path}: not a readable CSV ({reason})") from None
+        raise TuluError(f"{path}: not a readable CSV ({first_line(exc)})") from None

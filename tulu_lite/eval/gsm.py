@@ -17,14 +17,20 @@ from __future__ import annotations
 import re
 
 from tulu_lite.errors import TuluError, at
-from tulu_lite.eval.data_files import read_jsonl, required_file, require_keys, task_dir
+from tulu_lite.eval.data_files import require_keys, required_file, task_dir
 from tulu_lite.eval.prompts import build_prompt, task_chat_format
 from tulu_lite.eval.scoring import (
-    last_number, open_instruct_exact_match, open_instruct_gsm_answer, open_instruct_match, percent, same_number,
+    last_number,
+    open_instruct_exact_match,
+    open_instruct_gsm_answer,
+    open_instruct_match,
+    percent,
+    same_number,
     truncate_at_stop,
 )
 from tulu_lite.eval.settings import EvalSettings, subset_size
 from tulu_lite.eval.subsets import reference_rng, sample_if_longer
+from tulu_lite.json_files import read_jsonl
 
 NAME = "gsm"
 MAX_NEW_TOKENS = 512

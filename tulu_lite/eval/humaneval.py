@@ -23,13 +23,14 @@ from importlib import resources
 from pathlib import Path
 
 from tulu_lite.errors import TuluError, at
-from tulu_lite.eval.data_files import read_jsonl, require_keys
+from tulu_lite.eval.data_files import require_keys
 from tulu_lite.eval.execution import Program, run_programs
 from tulu_lite.eval.progress import progress
 from tulu_lite.eval.prompts import build_prompt, task_chat_format
 from tulu_lite.eval.scoring import open_instruct_pass_at_k, pass_at_k, truncate_at_stop
 from tulu_lite.eval.settings import EvalSettings, subset_size
 from tulu_lite.eval.subsets import reference_rng, sample_if_longer
+from tulu_lite.json_files import read_jsonl
 
 NAME = "codex_humaneval"
 MAX_NEW_TOKENS = 512

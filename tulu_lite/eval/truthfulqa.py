@@ -18,12 +18,19 @@ from __future__ import annotations
 
 import math
 
-from tulu_lite.data.conversations import read_json_file
 from tulu_lite.errors import TuluError
 from tulu_lite.eval.data_files import read_csv_frame, required_file, task_dir
 from tulu_lite.eval.prompts import Prompt, build_prompt, task_chat_format
-from tulu_lite.eval.scoring import mc1, mc2, nan_skipping_mean, open_instruct_mc1, open_instruct_mc2, percent
+from tulu_lite.eval.scoring import (
+    mc1,
+    mc2,
+    nan_skipping_mean,
+    open_instruct_mc1,
+    open_instruct_mc2,
+    percent,
+)
 from tulu_lite.eval.settings import EvalSettings, subset_size
+from tulu_lite.json_files import read_json_file
 
 NAME = "truthfulqa"
 CSV_FILE = "TruthfulQA.csv"

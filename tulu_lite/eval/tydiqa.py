@@ -20,15 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
-from tulu_lite.data.conversations import read_json_file
 from tulu_lite.errors import TuluError
 from tulu_lite.eval.data_files import required_file, task_dir
 from tulu_lite.eval.prompts import build_prompt, task_chat_format
 from tulu_lite.eval.scoring import (
-    best_over_golds, open_instruct_squad, squad_exact, squad_f1, truncate_at_stop,
+    best_over_golds,
+    open_instruct_squad,
+    squad_exact,
+    squad_f1,
+    truncate_at_stop,
 )
 from tulu_lite.eval.settings import EvalSettings, subset_size
 from tulu_lite.eval.subsets import reference_rng, sample_if_longer, set_order
+from tulu_lite.json_files import read_json_file
 
 NAME = "tydiqa"
 MAX_NEW_TOKENS = 50

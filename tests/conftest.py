@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,17 @@ import pytest
 # Tests never reach a hub: everything is built from configs or read from local files.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+# Everything the suite and the commands it starts put in the temp dir (pytest's tmp_path, wandb's module-level
+# `tempfile.TemporaryDirectory("wandb-media")`, which an xdist worker's exit never cleans up) goes into one folder
+# per process, removed when the session ends: the suite leaves nothing behind in the system temp dir.
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="tulu-lite-tests-"))
+os.environ["TMPDIR"] = tempfile.tempdir = str(_SESSION_TMP)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SESSION_TMP, ignore_errors=True)
+
 
 from tulu_lite.tokenizer import BUNDLED_LLAMA_TOKENIZER, load_tokenizer
 

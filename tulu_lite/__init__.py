@@ -12,6 +12,10 @@ import logging
 # 4-bit matmul fetched from a hub) is missing. tulu-lite never fetches from a hub and the built-in kernel is
 # correct, so that one logger is kept quiet; set before anything imports bitsandbytes.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# When the `kernels` package is installed, that same import asks it for the hub kernel, and offline it first logs
+# "Skipping publisher trust check for 'kernels-community/...'" (kernels/_internals/hf_hub.py) before failing over
+# to the built-in kernel: noise about a download tulu-lite never makes.
+logging.getLogger("kernels").setLevel(logging.ERROR)
 
 __all__ = ["encode", "encode_dataset"]
 __version__ = "0.1.0"

@@ -23,8 +23,8 @@ from tulu_lite.data.sources import (
     convert,
     iter_converted,
     meta_path,
-    split_by_budget,
 )
+from tulu_lite.data.sources.clean import split_by_budget
 from tulu_lite.data.templates import (
     TEMPLATES_WITH_INPUT,
     TEMPLATES_WITHOUT_INPUT,

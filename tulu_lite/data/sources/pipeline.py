@@ -37,7 +37,8 @@ def input_files(source: Source, raw_path: str | os.PathLike, options: ConvertOpt
 
     In v1 a source with `v1_files` reads exactly those names, in the reference's order (ShareGPT: the split file,
     or with a tokenizer the two raw parts the reference split, so a folder holding all three is read once);
-    otherwise the first glob of `patterns` that matches, sorted.
+    otherwise the first glob of `patterns` that matches, sorted. Each name may also be found gzipped (``NAME.gz``, as
+    oasst1's trees are released), read only when the folder doesn't hold it plain.
     """
     style = options.style
     path = Path(raw_path)
@@ -47,14 +48,32 @@ def input_files(source: Source, raw_path: str | os.PathLike, options: ConvertOpt
         return [path]
     names = source.v1_split_files if options.split_budget is not None and source.v1_split_files else source.v1_files
     if style == "v1" and names:
-        present = [path / name for name in names if (path / name).is_file()]
+        present = [found for name in names if (found := _plain_or_gzipped(path, name)) is not None]
         if present:
             return present
     for pattern in source.patterns:
-        matches = sorted(candidate for candidate in path.glob(pattern) if candidate.is_file())
+        matches = _glob_plain_or_gzipped(path, pattern)
         if matches:
             return matches
-    raise TuluError(f"{path}: no file matching {' or '.join(source.patterns)} (expected {source.expected})")
+    raise TuluError(f"{path}: no file matching {' or '.join(source.patterns)}, plain or .gz "
+                    f"(expected {source.expected})")
+
+
+def _plain_or_gzipped(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _glob_plain_or_gzipped(folder: Path, pattern: str) -> list[Path]:
+    """The files matching `pattern` or ``pattern.gz``, sorted by their plain names; a file present both ways is read
+    plain, once."""
+    plain = {candidate.name: candidate for candidate in folder.glob(pattern) if candidate.is_file()}
+    gzipped = {candidate.name.removesuffix(".gz"): candidate for candidate in folder.glob(f"{pattern}.gz")
+               if candidate.is_file()}
+    found = gzipped | plain
+    return [found[name] for name in sorted(found)]
 
 
 _V1_ONLY = {"cot_zero_shot", "cot_few_shot"}

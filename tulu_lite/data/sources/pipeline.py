@@ -1,5 +1,6 @@
-"""The conversion pipeline: find a source's raw files, stream their records through the style's converter, sample,
-write the conversation JSON Lines atomically with a ``*.meta.json`` of the settings, and report what happened.
+"""The conversion pipeline: find a source's raw files (plain or gzipped), stream their records through the style's
+converter, sample, write the conversation JSON Lines atomically with a ``*.meta.json`` of the settings, and report
+what happened.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def iter_converted(source_name: str, raw_path: str | os.PathLike, options: Conve
                    on_progress: Callable[[int], None] | None = None) -> Iterator[dict]:
     """Stream every converted record of a raw release, in file order (no ``max_examples`` sampling).
 
-    `on_progress` receives bytes read (tasks done for super_ni); `report` is filled in as records go by.
+    `on_progress` receives bytes read from the files as stored (compressed ones for ``.gz``; tasks done for
+    super_ni); `report` is filled in as records go by.
     """
     source = get_source(source_name)
     _check_options(source, options)

@@ -7,6 +7,7 @@ the file (and line or row) and what is wrong, no traceback, every input byte-ide
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -38,6 +39,13 @@ NAN = GOOD_LINE + "\n" + GOOD_LINE[:-1] + ', "score": NaN}\n'
 DUPLICATE = GOOD_LINE + "\n" + GOOD_LINE[:-1] + ', "messages": []}\n'
 LONG = GOOD_LINE + "\n" + json.dumps({"messages": [{"role": "user", "content": "x" * (5 << 20)},
                                                    {"role": "assistant", "content": "y"}]}) + "\n"
+
+
+OASST = (RAW / "oasst1" / "2023-04-12_oasst_ready.trees.jsonl").read_bytes()
+OASST_GZ = gzip.compress(OASST, mtime=0)
+# The first byte after gzip.compress's 10-byte header opens the first deflate block: 0xff makes its type the
+# reserved 3 ("invalid block type"), whatever zlib's version.
+CORRUPT_GZ = OASST_GZ[:10] + b"\xff" + OASST_GZ[11:]
 
 
 def _parquet_without_messages(tmp: Path) -> None:
@@ -80,6 +88,17 @@ CASES = [
     BadInput("convert cot caps with the clean style", ["data", "convert", "cot", str(RAW / "cot"), "-o", "o.jsonl",
                                                        "--style", "clean", "--cot-zero-shot", "10"],
              r"--cot-zero-shot only applies with --style v1"),
+    BadInput("convert a truncated .gz", ["data", "convert", "oasst1", "t.trees.jsonl.gz", "-o", "o.jsonl"],
+             r"t\.trees\.jsonl\.gz: the gzip data ends early \(truncated download\?\)",
+             _file("t.trees.jsonl.gz", OASST_GZ[:len(OASST_GZ) // 2])),
+    BadInput("convert a corrupt .gz", ["data", "convert", "oasst1", "c.trees.jsonl.gz", "-o", "o.jsonl"],
+             r"c\.trees\.jsonl\.gz: corrupt gzip data \(.*invalid block type\)", _file("c.trees.jsonl.gz", CORRUPT_GZ)),
+    BadInput("convert a text file named .gz", ["data", "convert", "oasst1", "x.trees.jsonl.gz", "-o", "o.jsonl"],
+             r"x\.trees\.jsonl\.gz: named \.gz but not gzip data \(starts: '\{\"message_tree_id\"",
+             _file("x.trees.jsonl.gz", OASST)),
+    BadInput("convert a folder whose .gz is truncated", ["data", "convert", "oasst1", "raw", "-o", "o.jsonl"],
+             r"raw/2023-04-12_oasst_ready\.trees\.jsonl\.gz: the gzip data ends early",
+             _file("raw/2023-04-12_oasst_ready.trees.jsonl.gz", OASST_GZ[:-9])),
     # ---- data mix -----------------------------------------------------------------------------------------------
     BadInput("mix onto one of its sources", ["data", "mix", "mix.yaml", "-o", "a.jsonl"],
              r"a\.jsonl: is also an input", _both(_file("a.jsonl", GOOD_LINE + "\n"),

@@ -6,6 +6,7 @@ default style) are pinned literally in test_sources_v1.py.
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 from collections import Counter
@@ -23,8 +24,9 @@ from tulu_lite.data.sources import (
     convert,
     iter_converted,
     meta_path,
-    split_by_budget,
+    total_input_size,
 )
+from tulu_lite.data.sources.clean import split_by_budget
 from tulu_lite.data.templates import (
     TEMPLATES_WITH_INPUT,
     TEMPLATES_WITHOUT_INPUT,
@@ -312,6 +314,65 @@ def test_a_few_thousand_generated_lines_convert_in_order(tmp_path):
     assert report.written == 5000 and report.records_read == 5000
     assert [r["id"] for r in records] == [f"stanford_alpaca_{i}" for i in range(5000)]
     assert records[4321]["messages"][1]["content"] == "Output 4321: " + "é" * (4321 % 7)
+
+
+# ---- gzipped releases (oasst1's trees are released as .jsonl.gz) ----------------------------------------------
+
+
+def _gzipped_copy(source: str, folder: Path, keep_plain: tuple[str, ...] = ()) -> Path:
+    """The source's fixture folder with every file gzipped (NAME.gz), except `keep_plain`, which are copied."""
+    folder.mkdir(parents=True)
+    for plain in sorted((RAW / source).iterdir()):
+        if plain.name in keep_plain:
+            (folder / plain.name).write_bytes(plain.read_bytes())
+        else:
+            (folder / f"{plain.name}.gz").write_bytes(gzip.compress(plain.read_bytes(), mtime=0))
+    return folder
+
+
+@pytest.mark.parametrize("style", ["v1", "clean"])
+@pytest.mark.parametrize("source, options, keep_plain", [
+    ("oasst1", ConvertOptions(), ()),
+    ("stanford_alpaca", ConvertOptions(), ()),  # a JSON array, walked in chunks
+    ("cot", ConvertOptions(cot_zero_shot=2, cot_few_shot=3), ()),  # v1 draws a sample: a second pass over the .gz
+    ("baize", ConvertOptions(), ("alpaca_chat_data.json", "quora_chat_data.json")),  # plain and gzipped together
+])
+def test_a_gzipped_release_converts_as_the_plain_one(source, options, keep_plain, style, tmp_path):
+    folder = _gzipped_copy(source, tmp_path / source, keep_plain)
+    options = replace(options, style=style) if style == "v1" else ConvertOptions(style=style)
+    read = []
+    report = convert(source, folder, tmp_path / "gz.jsonl", options, chunk_size=7, on_progress=read.append)
+    plain = convert(source, RAW / source, tmp_path / "plain.jsonl", options)
+    assert (tmp_path / "gz.jsonl").read_bytes() == (tmp_path / "plain.jsonl").read_bytes()
+    assert (report.records_read, report.skipped, report.repaired) == \
+        (plain.records_read, plain.skipped, plain.repaired)
+    assert [Path(name).name for name in report.inputs] == \
+        [Path(name).name + ("" if Path(name).name in keep_plain else ".gz") for name in plain.inputs]
+    # Progress counts the bytes as stored (compressed), so the bar's total is the folder's size.
+    assert sum(read) == total_input_size(source, folder, options) == sum(p.stat().st_size for p in folder.iterdir())
+
+
+def test_a_folder_holding_a_file_plain_and_gzipped_reads_it_once(tmp_path):
+    folder = _gzipped_copy("oasst1", tmp_path / "oasst1")
+    plain = RAW / "oasst1" / "2023-04-12_oasst_ready.trees.jsonl"
+    (folder / plain.name).write_bytes(plain.read_bytes())
+    records, report = run("oasst1", folder)
+    assert report.inputs == [str(folder / plain.name)]
+    assert records == run("oasst1", plain)[0]
+
+
+def test_cli_converts_the_oasst1_release_as_downloaded_and_its_folder(tmp_path):
+    from cli_cases import run_cli
+
+    _gzipped_copy("oasst1", tmp_path / "raw")
+    release = "raw/2023-04-12_oasst_ready.trees.jsonl.gz"
+    for raw_path, out in ((release, "file.jsonl"), ("raw", "folder.jsonl")):
+        done = run_cli(["data", "convert", "oasst1", raw_path, "-o", out], cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    expected = tmp_path / "plain.jsonl"
+    convert("oasst1", RAW / "oasst1", expected)
+    assert (tmp_path / "file.jsonl").read_bytes() == (tmp_path / "folder.jsonl").read_bytes() == \
+        expected.read_bytes()
 
 
 # ---- bad input ------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Streaming readers for raw releases: JSON Lines files and (possibly huge) top-level JSON arrays.
+"""Streaming readers for raw releases: JSON Lines files and (possibly huge) top-level JSON arrays, either of them
+possibly gzipped (``.gz``, as oasst1's trees are released).
 
 A JSON array is walked element by element with an incremental decoder over fixed-size chunks, so a multi-GB
 download never sits in memory; every value comes with the ``file:line`` where it starts, for error messages.
@@ -9,16 +10,20 @@ go through here (JSON arrays of conversations) ask for the strict parser of `tul
 from __future__ import annotations
 
 import codecs
+import gzip
+import io
 import json
 import os
 import random
 import re
+import zlib
 from array import array
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
-from tulu_lite.errors import TuluError, at
+from tulu_lite.errors import TuluError, at, first_line
 from tulu_lite.json_files import STRICT_DECODER, NotJson, json_error
 
 
@@ -37,8 +42,54 @@ def preview(text: str, limit: int = 70) -> str:
     return flat if len(flat) <= limit else flat[:limit] + "…"
 
 
+_READ_SIZE = 1 << 16  # bytes read from disk at a time (and the steps a progress bar moves in)
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class _CountedReads(io.RawIOBase):
+    """A file whose every read from disk is told to `on_bytes`, so progress counts the bytes the file holds."""
+
+    def __init__(self, file: BinaryIO, on_bytes: Callable[[int], None]):
+        self.file, self.on_bytes = file, on_bytes
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self.file.readinto(buffer)
+        if count:
+            self.on_bytes(count)
+        return count
+
+
+@contextmanager
+def open_raw(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[BinaryIO]:
+    """A raw file's bytes, a ``.gz`` file's decompressed; `on_bytes` is told of the bytes read from disk (compressed
+    ones for ``.gz``, so a progress bar's total is the files' size either way).
+
+    A ``.gz`` file that is not gzip data, is corrupt or ends early is one line naming it.
+    """
+    with open(path, "rb", buffering=0) as file:
+        handle = io.BufferedReader(file if on_bytes is None else _CountedReads(file, on_bytes), _READ_SIZE)
+        if path.suffix != ".gz":
+            yield handle
+            return
+        head = handle.peek(64)[:64]
+        if head and not head.startswith(_GZIP_MAGIC):
+            start = preview(head.decode("utf-8", errors="replace"), 30)
+            raise TuluError(f"{path}: named .gz but not gzip data (starts: {start!r}); if it is the plain file, "
+                            f"rename it without .gz")
+        try:
+            with gzip.GzipFile(fileobj=handle, mode="rb") as unzipped:
+                yield unzipped
+        except EOFError:
+            raise TuluError(f"{path}: the gzip data ends early (truncated download?); download it again") from None
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            raise TuluError(f"{path}: corrupt gzip data ({first_line(exc)}); download it again") from None
+
+
 def first_char(path: Path) -> str:
-    with path.open("rb") as handle:
+    with open_raw(path) as handle:
         head = handle.read(1 << 16).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
     return head[:1]
 
@@ -99,10 +150,8 @@ def _line_value(path: Path, number: int, raw: bytes, expected: str, decoder) -> 
 def _read_lines(path: Path, expected: str, on_bytes: Callable[[int], None] | None,
                 decoder=json.JSONDecoder()) -> Iterator[RawRecord]:
     index = 0
-    with path.open("rb") as handle:
+    with open_raw(path, on_bytes) as handle:
         for number, raw in enumerate(handle, start=1):
-            if on_bytes is not None:
-                on_bytes(len(raw))
             parsed = _line_value(path, number, raw, expected, decoder)
             if parsed is not None:
                 yield RawRecord(at(path, number), index, parsed[0], parsed[1][:200])
@@ -115,7 +164,8 @@ def read_sampled(path: str | os.PathLike, expected: str, count: int, rng: random
     records (all of them, in file order, when it holds no more), as a reference that loaded the list would.
 
     `rng.sample` picks positions the same way whatever the population holds, so sampling ``range(n)`` selects the
-    same records. JSON Lines are not held in memory: a first pass keeps each record's byte offset.
+    same records. JSON Lines are not held in memory: a first pass keeps each record's byte offset (a ``.gz`` file,
+    where going back means decompressing from the start, keeps the drawn records' lines instead).
     """
     path = Path(path)
     if first_char(path) != "{":  # a JSON array (or a wrong file): hold its records, as the reference did
@@ -125,21 +175,42 @@ def read_sampled(path: str | os.PathLike, expected: str, count: int, rng: random
             yield records[pick]._replace(index=index)
         return
     offsets, numbers, position = array("q"), array("q"), 0
-    with path.open("rb") as handle:
+    with open_raw(path, on_bytes) as handle:
         for number, raw in enumerate(handle, start=1):
-            if raw.strip() and raw.strip() != b"\xef\xbb\xbf":
+            if _holds_record(raw):
                 offsets.append(position)
                 numbers.append(number)
             position += len(raw)
-            if on_bytes is not None:
-                on_bytes(len(raw))
     chosen = rng.sample(range(len(offsets)), count) if count < len(offsets) else range(len(offsets))
+    lines = _drawn_lines(path, chosen) if path.suffix == ".gz" else _lines_at(path, offsets, chosen)
     decoder = json.JSONDecoder()
-    with path.open("rb") as handle:
-        for index, pick in enumerate(chosen):
+    for index, (pick, raw) in enumerate(zip(chosen, lines)):
+        value, text = _line_value(path, numbers[pick], raw, expected, decoder)
+        yield RawRecord(at(path, numbers[pick]), index, value, text[:200])
+
+
+def _holds_record(raw: bytes) -> bool:
+    return bool(raw.strip()) and raw.strip() != b"\xef\xbb\xbf"
+
+
+def _lines_at(path: Path, offsets: array, chosen) -> Iterator[bytes]:
+    """The chosen records' lines, one seek each."""
+    with open_raw(path) as handle:
+        for pick in chosen:
             handle.seek(offsets[pick])
-            value, text = _line_value(path, numbers[pick], handle.readline(), expected, decoder)
-            yield RawRecord(at(path, numbers[pick]), index, value, text[:200])
+            yield handle.readline()
+
+
+def _drawn_lines(path: Path, chosen) -> list[bytes]:
+    """The chosen records' lines in one pass through a file that can't seek back cheaply, in the drawn order."""
+    wanted, kept, position = set(chosen), {}, 0
+    with open_raw(path) as handle:
+        for raw in handle:
+            if _holds_record(raw):
+                if position in wanted:
+                    kept[position] = raw
+                position += 1
+    return [kept[pick] for pick in chosen]
 
 
 class _ArrayScanner:
@@ -147,8 +218,8 @@ class _ArrayScanner:
 
     _SPACE = re.compile(r"[ \t\r\n]*")
 
-    def __init__(self, handle, chunk_size: int, on_bytes: Callable[[int], None] | None):
-        self.handle, self.chunk_size, self.on_bytes = handle, chunk_size, on_bytes
+    def __init__(self, handle, chunk_size: int):
+        self.handle, self.chunk_size = handle, chunk_size
         self.decoder = codecs.getincrementaldecoder("utf-8")()
         self.buf, self.pos, self.eof = "", 0, False
         self.line_base = 1  # line number of buf[0]
@@ -156,8 +227,6 @@ class _ArrayScanner:
 
     def fill(self) -> bool:
         data = self.handle.read(self.chunk_size)
-        if self.on_bytes is not None:
-            self.on_bytes(len(data))
         if not data:
             self.buf += self.decoder.decode(b"", final=True)
             self.eof = True
@@ -202,8 +271,8 @@ class _ArrayScanner:
 
 def _read_array(path: Path, expected: str, chunk_size: int, on_bytes: Callable[[int], None] | None,
                 decoder=json.JSONDecoder()) -> Iterator[RawRecord]:
-    with path.open("rb") as handle:
-        scan = _ArrayScanner(handle, chunk_size, on_bytes)
+    with open_raw(path, on_bytes) as handle:
+        scan = _ArrayScanner(handle, chunk_size)
         scan.skip_space()
         if scan.buf.startswith("\ufeff", scan.pos):
             scan.pos += 1

@@ -61,7 +61,7 @@ def test_merge_and_eval_default_to_fp16_on_an_old_gpu(monkeypatch, tiny_model_di
 
     import tulu_lite.model
     from tulu_lite.eval.generate import load_model
-    from tulu_lite.merge import _merge_dtype
+    from tulu_lite.merge.weights import choose_merge_dtype as _merge_dtype
 
     monkeypatch.setattr(tulu_lite.model, "native_bf16", lambda: False)
     assert _merge_dtype(None, torch.device("cuda")) == torch.float16

@@ -220,16 +220,18 @@ def test_bfloat16_qlora_merge_the_gpu_default(workdir, qlora_adapter):
 def test_verification_catches_a_naive_merge_and_writes_nothing(workdir, qlora_adapter, monkeypatch):
     """If the dequantized weights were swapped for the original ones (the naive merge), merge must refuse."""
     import tulu_lite.merge as merge_module
+    import tulu_lite.merge.weights as weights
+    from tulu_lite.merge.adapter import read_adapter_dir
 
-    real_dequantize = merge_module.dequantize_4bit_layers
+    real_dequantize = weights.dequantize_4bit_layers
 
     def dequantize_then_restore_original(model, dtype, device):
         count = real_dequantize(model, dtype, device)
-        original = merge_module.load_full_base(merge_module.read_adapter_dir(qlora_adapter).recipe.model, dtype, device)
+        original = weights.load_full_base(read_adapter_dir(qlora_adapter).recipe.model, dtype, device)
         model.load_state_dict(original.state_dict())
         return count
 
-    monkeypatch.setattr(merge_module, "dequantize_4bit_layers", dequantize_then_restore_original)
+    monkeypatch.setattr(weights, "dequantize_4bit_layers", dequantize_then_restore_original)
     out = workdir / "naive-refused"
     with pytest.raises(TuluError, match="verification failed.*nothing was written"):
         merge_module.merge(qlora_adapter, out)
@@ -317,7 +319,7 @@ def test_saved_chat_template_reproduces_the_training_text(lora_merged, llama_tok
 
 @pytest.mark.parametrize("name, end_of_turn", [("llama3", "<|eot_id|>"), ("qwen3", "<|im_end|>")])
 def test_native_template_is_kept_and_stops_at_its_end_of_turn(name, end_of_turn):
-    from tulu_lite.merge import (
+    from tulu_lite.merge.release import (
         end_of_turn_ids,
         release_generation_config,
         release_tokenizer,
@@ -336,7 +338,7 @@ def test_native_template_is_kept_and_stops_at_its_end_of_turn(name, end_of_turn)
 
 
 def test_native_without_a_template_is_an_error():
-    from tulu_lite.merge import release_tokenizer
+    from tulu_lite.merge.release import release_tokenizer
     from tulu_lite.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_dir("mistral"))  # ships no chat_template

@@ -141,7 +141,7 @@ def test_training_records_the_fingerprint_of_a_local_base(model_dir, tmp_path):
 
 
 def test_max_shard_size_is_checked_first():
-    from tulu_lite.merge import shard_size
+    from tulu_lite.merge.release import shard_size
 
     assert shard_size("5GB") == "5GB" and shard_size("2GiB") == "2GiB" and shard_size("1000") == 1000
     for bad in ["lots", "5 gigs", "0", "-1MB", ""]:

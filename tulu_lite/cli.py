@@ -267,7 +267,8 @@ def merge_command(
     """Fold a LoRA/QLoRA adapter into its base (QLoRA: into the dequantized 4-bit weights) and verify it."""
     from transformers.utils import logging as hf_logging
 
-    from tulu_lite.merge import merge, verification_table
+    from tulu_lite.merge import merge
+    from tulu_lite.merge.verify import verification_table
 
     hf_logging.disable_progress_bar()  # our stage lines replace transformers' per-load bars
     result = merge(adapter_dir, out, base=base, dtype=dtype, force=force, verify=verify,

@@ -155,10 +155,10 @@ def command_and_options(words: list[str]):
     command = typer.main.get_command(app)
     ctx = command.context_class(command, info_name="tulu-lite")
     rest = list(words)
-    while is_group(command) and rest and not rest[0].startswith("-"):
+    while is_group(command) and rest and rest[0] not in ("--help", "-h"):
         if rest[0] in command.commands:
             name, command, rest = rest[0], command.commands[rest[0]], rest[1:]
-        else:  # a group that routes anything else to a default command (`eval MODEL_DIR` runs `eval run`)
+        else:  # a group that routes anything else to a default command (`eval MODEL_DIR ...` runs `eval run`)
             routed = command.make_context(ctx.info_name, list(rest), parent=ctx, resilient_parsing=True)
             name = (routed._protected_args or [""])[0]
             if name not in command.commands or name == rest[0]:

@@ -24,10 +24,10 @@ import typer
 
 from tulu_lite.cli import app
 
-try:  # typer >= 0.22 runs on its own copy of click: its commands and exceptions are that copy's classes
-    from typer._click import exceptions as click_errors
+try:  # typer >= 0.22 runs on its own copy of click: its commands raise that copy's UsageError
+    from typer._click.exceptions import UsageError
 except ImportError:  # older typer: click itself
-    from click import exceptions as click_errors
+    from click.exceptions import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -128,9 +128,9 @@ def test_the_pages_show_commands():
 def test_documented_command_parses(where, argv, capsys):
     try:
         parse(argv)
-    except click_errors.Exit as done:  # --help printed its text
+    except typer.Exit as done:  # --help printed its text
         assert done.exit_code == 0, f"{where}: tulu-lite {shlex.join(argv)}"
-    except click_errors.UsageError as problem:
+    except UsageError as problem:
         pytest.fail(f"{where}: tulu-lite {shlex.join(argv)}: {problem.format_message()}")
 
 
@@ -162,7 +162,7 @@ def command_and_options(words: list[str]):
             routed = command.make_context(ctx.info_name, list(rest), parent=ctx, resilient_parsing=True)
             name = (routed._protected_args or [""])[0]
             if name not in command.commands or name == rest[0]:
-                raise click_errors.UsageError(f"no such command {rest[0]!r}")
+                raise UsageError(f"no such command {rest[0]!r}")
             command = command.commands[name]
         ctx = command.context_class(command, info_name=name, parent=ctx)
     options = [word.strip("[]()").split("=")[0] for word in rest]
@@ -181,7 +181,7 @@ INLINE = inline_commands()
 def test_inline_command_names_exist(where, words):
     try:
         command, options = command_and_options(words)
-    except click_errors.UsageError as problem:
+    except UsageError as problem:
         pytest.fail(f"{where}: `tulu-lite {' '.join(words)}`: {problem.format_message()}")
     unknown = [option for option in options if option not in known_options(command)]
     assert not unknown, f"{where}: `tulu-lite {' '.join(words)}`: no option {', '.join(unknown)}"
@@ -229,3 +229,21 @@ def test_links_between_pages_resolve():
             elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
                 broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
     assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def sub_mapping_problems(shown, actual, where: str = "") -> list[str]:
+    """Where `shown` (a shortened copy) says something `actual` doesn't: a key it lacks or another value."""
+    if isinstance(shown, dict) and isinstance(actual, dict):
+        return [problem for key, value in shown.items()
+                for problem in (sub_mapping_problems(value, actual[key], f"{where}{key}.") if key in actual
+                                else [f"{where}{key}: not in the recipe"])]
+    return [] if shown == actual else [f"{where.rstrip('.')}: {shown!r} in the README, {actual!r} in the recipe"]
+
+
+def test_readme_recipe_is_the_demo_recipe():
+    import yaml
+
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## One recipe", 1)[1]
+    shown = next(lines for language, _, lines in code_blocks(section) if language == "yaml")
+    actual = yaml.safe_load((ROOT / "recipes" / "demo.yaml").read_text(encoding="utf-8"))
+    assert not sub_mapping_problems(yaml.safe_load("\n".join(shown)), actual)

@@ -100,9 +100,9 @@ def export(model_dir: str | Path, out: str | Path, gguf_type: str = "f16", *, fo
 # ---- inputs ---------------------------------------------------------------------------------------------------
 
 
-def check_gguf_type(gguf_type: str) -> None:
+def check_gguf_type(gguf_type: str, option: str = "--type") -> None:
     if gguf_type not in GGUF_TYPES:
-        raise TuluError(f"--type: expected one of {', '.join(GGUF_TYPES)}, got {gguf_type!r}")
+        raise TuluError(f"{option}: expected one of {', '.join(GGUF_TYPES)}, got {gguf_type!r}")
 
 
 def report_path(out: Path) -> Path:
@@ -147,8 +147,11 @@ def _load_model(model_dir: Path):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from tulu_lite.export.verify import quiet_loading
+
     try:
-        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True).eval()
+        with quiet_loading():
+            return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True).eval()
     except Exception as exc:
         raise TuluError(f"{model_dir}: could not load the model ({type(exc).__name__}: {first_line(exc, '')})") \
             from exc

@@ -250,21 +250,20 @@ def readable_alone(gguf_path: Path) -> Iterator[tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """transformers' GGUF reader draws its own tqdm bars and logs per-key notes; the stage line says enough."""
+def quiet_loading() -> Iterator[None]:
+    """transformers' GGUF reader draws its own tqdm bars (not switchable: tqdm reads TQDM_DISABLE at import) and
+    logs a note per metadata key; errors still surface as exceptions, so stderr is set aside while it reads."""
+    import io
+
     from transformers.utils import logging as hf_logging
 
-    before, level = os.environ.get("TQDM_DISABLE"), hf_logging.get_verbosity()
-    os.environ["TQDM_DISABLE"] = "1"
+    level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        yield
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
     finally:
         hf_logging.set_verbosity(level)
-        if before is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = before
 
 
 def load_gguf_model(directory: str, name: str):
@@ -272,7 +271,7 @@ def load_gguf_model(directory: str, name: str):
     from transformers import AutoModelForCausalLM
 
     try:
-        with _quiet():
+        with quiet_loading():
             return AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32,
                                                         local_files_only=True).eval()
     except Exception as exc:  # the reader raises many types; the user needs one line
@@ -281,13 +280,18 @@ def load_gguf_model(directory: str, name: str):
 
 
 def load_gguf_tokenizer(directory: str, name: str):
-    """The tokenizer rebuilt from the file's metadata, read as llama.cpp reads it (see the module docstring)."""
+    """The tokenizer rebuilt from the file's metadata, read as llama.cpp reads it (see the module docstring).
+
+    `PreTrainedTokenizerFast` (transformers' `TokenizersBackend`) is the class transformers builds every GGUF
+    tokenizer as; going through `AutoTokenizer` would also parse the whole file once more with the slow legacy
+    reader only to find that class (minutes for a 128k vocabulary on a busy CPU).
+    """
     from tokenizers import pre_tokenizers
-    from transformers import AutoTokenizer
+    from transformers import PreTrainedTokenizerFast
 
     try:
-        with _quiet():
-            tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name, local_files_only=True)
+        with quiet_loading():
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(directory, gguf_file=name, local_files_only=True)
     except Exception as exc:
         raise TuluError(f"verification failed: transformers could not rebuild the tokenizer from the written file "
                         f"({type(exc).__name__}: {first_line(exc, '')}); nothing was written") from exc

@@ -62,14 +62,17 @@ SAMPLE_TEXTS: list[str] = [
     "",
 ]
 
-# What each type may cost, relative to the largest |logit| of the original model, and the least top-1 agreement.
-# Measured (max relative error, top-1) on the tiny random LLaMA of the tests (weights ~10x a trained model's, the
-# worst case) and on the demo model: see docs/release.md. The bounds leave about 2x over the worst measurement.
+# What each type may cost: the largest |logit difference| allowed, relative to the largest |logit| of the original
+# model, and the least top-1 agreement. Measured (max relative, top-1) on the tests' tiny random LLaMA (weights
+# ~10x a trained model's: the worst case) / the trained demo model: f16 0.21% 100% / 0.26% 100%; bf16 2.2% 96% /
+# 2.0% 100%; q8_0 5.5% 95.5% / 2.7% 99.1%; q4_0 75% 21% / 80% 73%. Bounds leave about 2x over the worst. For q4_0
+# the max bound (the largest logit itself) only catches a broken file; its top-1 minimum is the real measure, and
+# a model that 4 bits ruin (the random one) is refused rather than released.
 PRECISION: dict[str, tuple[float, float]] = {
     "f16": (5e-3, 0.99),
-    "bf16": (3e-2, 0.95),
-    "q8_0": (3e-2, 0.95),
-    "q4_0": (3e-1, 0.70),
+    "bf16": (5e-2, 0.90),
+    "q8_0": (1e-1, 0.90),
+    "q4_0": (1.0, 0.60),
 }
 # The "as written" check: the same weights and the same float32 arithmetic, so only summation-order noise.
 AS_WRITTEN_TOLERANCE = 1e-4

@@ -147,6 +147,31 @@ def test_a_wrong_file_fails_and_leaves_nothing(tiny_model_dir, tmp_path, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
+def test_qwen3_with_tied_embeddings_and_its_own_template(tmp_path):
+    """Qwen3 (byte-level BPE, no BOS, ChatML template, grouped kv heads, q/k norms, tied embeddings) round-trips."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from tulu_lite.export import export
+    from tulu_lite.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_dir("qwen3"))
+    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=128, tie_word_embeddings=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        Qwen3ForCausalLM(config).save_pretrained(tmp_path / "qwen3")
+    tokenizer.save_pretrained(tmp_path / "qwen3")
+    result = export(tmp_path / "qwen3", tmp_path / "qwen3.gguf", "q8_0")
+    assert result.verification.passed and result.verification.as_written.max_abs == 0
+    reader = _read(result.out)
+    assert _field(reader, "general.architecture") == "qwen3"
+    assert _field(reader, "tokenizer.ggml.pre") == "qwen2"
+    assert "<|im_start|>" in _field(reader, "tokenizer.chat_template")
+    assert "output.weight" not in {tensor.name for tensor in reader.tensors}  # tied: llama.cpp reuses token_embd
+
+
 # ---- tokenizers through GGUF metadata -------------------------------------------------------------------------
 
 MARKERS = ["<|user|>\n", "<|assistant|>\n", "<|system|>\n", "</s>", "</s>\n"]
@@ -174,7 +199,12 @@ def _tokenizer_via_gguf(tokenizer, path: Path):
     """Write only the tokenizer metadata (plus a tiny architecture) and rebuild the tokenizer from the file."""
     from transformers import LlamaConfig
 
-    from tulu_lite.export.gguf_file import add_hyperparameters, new_writer, read_hyperparameters, write_file
+    from tulu_lite.export.gguf_file import (
+        add_hyperparameters,
+        new_writer,
+        read_hyperparameters,
+        write_file,
+    )
     from tulu_lite.export.verify import load_gguf_tokenizer, readable_alone
     from tulu_lite.export.vocab import add_vocabulary, read_vocabulary
 

@@ -69,7 +69,11 @@ def export(model_dir: str | Path, out: str | Path, gguf_type: str = "f16", *, fo
     config = _load_config(model_dir)
     hp = read_hyperparameters(config, model_dir)
     tokenizer = _load_tokenizer(model_dir)
-    from tulu_lite.export.vocab import chat_template_for, read_model_card, read_vocabulary
+    from tulu_lite.export.vocab import (
+        chat_template_for,
+        read_model_card,
+        read_vocabulary,
+    )
 
     chat_template = chat_template_for(tokenizer, model_dir)
     vocab = read_vocabulary(tokenizer, hp.vocab_size, chat_template, model_dir)
@@ -163,7 +167,12 @@ def _load_model(model_dir: Path):
 def write_gguf(handle, state_dict: dict, hp: Hyperparameters, vocab: Vocabulary, card: ModelCard,
                gguf_type: str) -> dict[str, str]:
     """The whole file into `handle`: metadata, tokenizer, tensors. Returns tensor name -> GGUF type name."""
-    from tulu_lite.export.gguf_file import add_hyperparameters, add_tensors, new_writer, write_file
+    from tulu_lite.export.gguf_file import (
+        add_hyperparameters,
+        add_tensors,
+        new_writer,
+        write_file,
+    )
     from tulu_lite.export.vocab import add_vocabulary
 
     writer = new_writer(handle, hp.architecture)

@@ -34,7 +34,13 @@ import numpy as np
 import torch
 
 from tulu_lite.errors import TuluError, first_line
-from tulu_lite.export.gguf_file import Hyperparameters, as_written, gguf_name, tensor_name_map, tensor_type
+from tulu_lite.export.gguf_file import (
+    Hyperparameters,
+    as_written,
+    gguf_name,
+    tensor_name_map,
+    tensor_type,
+)
 
 # Conversations the logits are compared on, rendered with the chat template the file carries: a single turn, a
 # system turn, and a multi-turn history (an end-of-turn token inside the prompt).

@@ -17,6 +17,7 @@ Stages, in order (inside `atomic_file`: an interruption or a failed check leaves
 
 from __future__ import annotations
 
+import gc
 import importlib.metadata
 import time
 from collections.abc import Iterator
@@ -80,7 +81,7 @@ def export(model_dir: str | Path, out: str | Path, gguf_type: str = "f16", *, fo
     card = read_model_card(model_dir)
     with _stage(console, f"loading {model_dir}"):
         model = _load_model(model_dir)
-    from tulu_lite.export.verify import verify_export
+    from tulu_lite.export.verify import reference_logits, verify_file
     from tulu_lite.json_files import write_json
     from tulu_lite.outputs import atomic_file, write_errors
 
@@ -88,8 +89,10 @@ def export(model_dir: str | Path, out: str | Path, gguf_type: str = "f16", *, fo
         with _stage(console, f"writing {out} ({gguf_type})"), write_errors(out, "the GGUF file"):
             tensor_types = write_gguf(handle, model.state_dict(), hp, vocab, card, gguf_type)
         with _stage(console, "verifying: reading the file back through transformers"):
-            verification = verify_export(model, tokenizer, hp, Path(handle.name), gguf_type, chat_template)
-        del model
+            reference = reference_logits(model, tokenizer, hp, gguf_type, chat_template)
+            del model  # MODEL_DIR and the file are never in memory together
+            gc.collect()
+            verification = verify_file(reference, tokenizer, Path(handle.name), gguf_type)
         if not verification.passed:
             console.print(verification_table(verification))
             raise ExportFailed(f"verification failed: {'; '.join(verification.failures())}; nothing was written",

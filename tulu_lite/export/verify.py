@@ -155,27 +155,40 @@ class Verification:
 # ---- the checks -----------------------------------------------------------------------------------------------
 
 
-def verify_export(model, tokenizer, hp: Hyperparameters, gguf_path: Path, gguf_type: str,
-                  chat_template: str | None) -> Verification:
-    """Run the three checks on the file at `gguf_path`. Rounds `model`'s weights in place (it is not needed after)."""
-    prompts = verification_prompts(tokenizer, chat_template)
-    reference = logits_on(model, prompts)
+@dataclass(frozen=True)
+class Reference:
+    """MODEL_DIR's side of the comparison, computed before the file is read so that MODEL_DIR can be freed first."""
+
+    prompts: list[torch.Tensor]
+    prompt_texts: list[str]
+    original: list[torch.Tensor]  # logits of MODEL_DIR
+    as_written: list[torch.Tensor]  # logits of MODEL_DIR with its weights rounded as the file stores them
+
+
+def reference_logits(model, tokenizer, hp: Hyperparameters, gguf_type: str, chat_template: str | None) -> Reference:
+    """Logits of `model` as it is and as written. Rounds `model`'s weights in place: drop it afterwards."""
+    texts = prompts_text(tokenizer, chat_template)
+    prompts = [torch.tensor([tokenizer(text, add_special_tokens=not chat_template).input_ids]) for text in texts]
+    original = logits_on(model, prompts)
     round_as_written(model, hp, gguf_type)
-    expected = logits_on(model, prompts)
+    return Reference(prompts, texts, original, logits_on(model, prompts))
+
+
+def verify_file(reference: Reference, tokenizer, gguf_path: Path, gguf_type: str) -> Verification:
+    """Read the file at `gguf_path` back and run the three checks against `reference`."""
     with readable_alone(gguf_path) as (directory, name):
-        written = logits_on(load_gguf_model(directory, name), prompts)
-        tokenizer_check = compare_tokenizers(tokenizer, load_gguf_tokenizer(directory, name), prompts_text(
-            tokenizer, chat_template))
-    scale = max(float(ref.abs().max()) for ref in reference)
+        written = logits_on(load_gguf_model(directory, name), reference.prompts)
+        tokenizer_check = compare_tokenizers(tokenizer, load_gguf_tokenizer(directory, name), reference.prompt_texts)
+    scale = max(float(logits.abs().max()) for logits in reference.original)
     bound, top1 = PRECISION[gguf_type]
     return Verification(
         gguf_type=gguf_type,
-        prompts=len(prompts),
-        positions=sum(ids.shape[-1] for ids in prompts),
+        prompts=len(reference.prompts),
+        positions=sum(ids.shape[-1] for ids in reference.prompts),
         reference_scale=scale,
-        as_written=logits_diff(expected, written),
+        as_written=logits_diff(reference.as_written, written),
         as_written_tolerance=AS_WRITTEN_TOLERANCE * scale,
-        original=logits_diff(reference, written),
+        original=logits_diff(reference.original, written),
         original_bound=bound * scale,
         top1_minimum=top1,
         tokenizer=tokenizer_check,
@@ -190,12 +203,6 @@ def prompts_text(tokenizer, chat_template: str | None) -> list[str]:
     from tulu_lite.data.chat_format import generation_prompt
 
     return [generation_prompt(messages, tokenizer, "tulu") for messages in VERIFY_CONVERSATIONS]
-
-
-def verification_prompts(tokenizer, chat_template: str | None) -> list[torch.Tensor]:
-    """Prompt token ids: a chat template writes its own BOS; the tulu text gets it from the tokenizer."""
-    return [torch.tensor([tokenizer(text, add_special_tokens=not chat_template).input_ids])
-            for text in prompts_text(tokenizer, chat_template)]
 
 
 @torch.no_grad()

@@ -81,6 +81,7 @@ def main() -> int:
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, logits_all=True, n_threads=2, verbose=False)
         runs = [llama_run(llm, text, ref, tokenizer.eos_token_id) for text, ref in zip(texts, reference)]
         rows[kind] = summarize(runs, result.bytes, exported)
+        rows[kind]["template_identical"] = template_check(llm, conversations, texts)
         del llm
     console.print(summary_table(rows, len(texts), llama_cpp.__version__))
     write_json(args.json, {"model_dir": str(args.model_dir), "prompts": len(texts), "new_tokens": NEW_TOKENS,
@@ -135,6 +136,17 @@ def llama_run(llm, text: str, ref: dict, eos: int) -> dict:
     }
 
 
+def template_check(llm, conversations: list[list[dict]], texts: list[str]) -> int:
+    """How many prompts llama-cpp-python renders from the file's own chat template exactly as transformers does."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    vocab = llm._model
+    formatter = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"],
+                                    eos_token=vocab.token_get_text(llm.token_eos()),
+                                    bos_token=vocab.token_get_text(llm.token_bos()))
+    return sum(formatter(messages=messages).prompt == text for messages, text in zip(conversations, texts))
+
+
 def summarize(runs: list[dict], size: int, seconds: float) -> dict:
     positions = sum(run["positions"] for run in runs)
     return {
@@ -154,11 +166,12 @@ def summary_table(rows: dict, prompts: int, version: str):
     from rich.table import Table
 
     table = Table(title=f"llama.cpp (llama-cpp-python {version}) vs transformers float32 on {prompts} prompts")
-    for column in ("type", "MiB", "tokens identical", "max |Δ log-prob| top-10", "mean |Δ log-prob|", "top-1",
-                   "greedy identical"):
+    for column in ("type", "MiB", "template identical", "tokens identical", "max |Δ log-prob| top-10",
+                   "mean |Δ log-prob|", "top-1", "greedy identical"):
         table.add_column(column, justify="left" if column == "type" else "right")
     for kind, row in rows.items():
-        table.add_row(kind, f"{row['file_bytes'] / 2**20:.1f}", f"{row['tokenization_identical']}/{prompts}",
+        table.add_row(kind, f"{row['file_bytes'] / 2**20:.1f}", f"{row['template_identical']}/{prompts}",
+                      f"{row['tokenization_identical']}/{prompts}",
                       f"{row['logprob_max_abs_diff_top10']:.3g}", f"{row['logprob_mean_abs_diff']:.3g}",
                       f"{row['top1_agreement']:.1%}", f"{row['greedy_identical']}/{prompts}")
     return table

@@ -293,6 +293,17 @@ def test_bad_input(case, tmp_path):
     check_bad_input(case, tmp_path)
 
 
+def test_export_command_prints_the_figures(tiny_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from tulu_lite.cli import app
+
+    done = CliRunner().invoke(app, ["export", str(tiny_model_dir), "-o", str(tmp_path / "m.gguf"), "--type", "f16"])
+    assert done.exit_code == 0, done.output
+    assert "logits as written" in done.output and "tokenizer ids" in done.output and "wrote" in done.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf", "m.verification.json"]
+
+
 def test_existing_output_needs_force(tiny_model_dir, tmp_path):
     from tulu_lite.export import export
 

@@ -167,8 +167,8 @@ class Reference:
 
 def reference_logits(model, tokenizer, hp: Hyperparameters, gguf_type: str, chat_template: str | None) -> Reference:
     """Logits of `model` as it is and as written. Rounds `model`'s weights in place: drop it afterwards."""
-    texts = prompts_text(tokenizer, chat_template)
-    prompts = [torch.tensor([tokenizer(text, add_special_tokens=not chat_template).input_ids]) for text in texts]
+    texts, templated = prompts_text(tokenizer, chat_template)
+    prompts = [torch.tensor([tokenizer(text, add_special_tokens=not templated).input_ids]) for text in texts]
     original = logits_on(model, prompts)
     round_as_written(model, hp, gguf_type)
     return Reference(prompts, texts, original, logits_on(model, prompts))
@@ -195,14 +195,27 @@ def verify_file(reference: Reference, tokenizer, gguf_path: Path, gguf_type: str
     )
 
 
-def prompts_text(tokenizer, chat_template: str | None) -> list[str]:
-    """The verification conversations as prompt text: through the chat template, or in the tulu format."""
-    if chat_template:
-        return [tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=False,
-                                              add_generation_prompt=True) for messages in VERIFY_CONVERSATIONS]
+def prompts_text(tokenizer, chat_template: str | None) -> tuple[list[str], bool]:
+    """The verification conversations as prompt text, and whether a chat template rendered them (it then writes
+    its own BOS); otherwise in the tulu format, whose BOS comes from the tokenizer.
+
+    A template that refuses a conversation (some reject a system turn) skips it; if it renders none, the tulu
+    format is used, so there is always something to compare on.
+    """
+    from jinja2 import TemplateError
+
+    texts = []
+    for messages in VERIFY_CONVERSATIONS if chat_template else []:
+        try:
+            texts.append(tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=False,
+                                                       add_generation_prompt=True))
+        except TemplateError:
+            continue
+    if texts:
+        return texts, True
     from tulu_lite.data.chat_format import generation_prompt
 
-    return [generation_prompt(messages, tokenizer, "tulu") for messages in VERIFY_CONVERSATIONS]
+    return [generation_prompt(messages, tokenizer, "tulu") for messages in VERIFY_CONVERSATIONS], False
 
 
 @torch.no_grad()

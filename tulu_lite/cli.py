@@ -263,6 +263,8 @@ def merge_command(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT_DIR."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Compare merged and adapter logits."),
     max_shard_size: str = typer.Option("5GB", "--max-shard-size", help="Split safetensors above this size."),
+    gguf: Optional[str] = typer.Option(None, "--gguf", help="Also export the merged model for llama.cpp: "
+                                       "f16 | bf16 | q8_0 | q4_0, written and verified as OUT_DIR/model-TYPE.gguf."),
 ) -> None:
     """Fold a LoRA/QLoRA adapter into its base (QLoRA: into the dequantized 4-bit weights) and verify it."""
     from transformers.utils import logging as hf_logging
@@ -270,12 +272,49 @@ def merge_command(
     from tulu_lite.merge import merge
     from tulu_lite.merge.verify import verification_table
 
+    if gguf is not None:  # before the merge: a typo should not cost a merge
+        from tulu_lite.export import check_gguf_type
+
+        check_gguf_type(gguf, "--gguf")
     hf_logging.disable_progress_bar()  # our stage lines replace transformers' per-load bars
     result = merge(adapter_dir, out, base=base, dtype=dtype, force=force, verify=verify,
                    max_shard_size=max_shard_size, console=console)
     if result.verification is not None:
         console.print(verification_table(result))
     console.print(f"[bold green]wrote[/] {result.out_dir} ({result.method}, {result.dtype}, merged on {result.device})")
+    if gguf is not None:
+        _export_and_report(result.out_dir, result.out_dir / f"model-{gguf}.gguf", gguf, force=True)
+
+
+# ---- export --------------------------------------------------------------------------------------------------
+
+
+@app.command("export")
+def export_command(
+    model_dir: Path = typer.Argument(..., help="A merged model (tulu-lite merge's OUT_DIR) or a Hugging Face "
+                                     "checkpoint: LLaMA, Mistral, Qwen2 or Qwen3."),
+    out: Path = typer.Option(..., "-o", "--out", help="The GGUF file to write (e.g. model-q8_0.gguf)."),
+    gguf_type: str = typer.Option("f16", "--type", help="f16 | bf16 | q8_0 | q4_0 (norms stay float32)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing FILE."),
+) -> None:
+    """Write MODEL_DIR as one GGUF file for llama.cpp (Ollama, LM Studio), verified against MODEL_DIR.
+
+    Checks, reading the file back through transformers: logits as written, logits vs MODEL_DIR, tokenizer ids.
+    The figures are printed and saved as FILE.verification.json; a file that fails a check is not kept.
+    """
+    _export_and_report(model_dir, out, gguf_type, force=force)
+
+
+def _export_and_report(model_dir: Path, out: Path, gguf_type: str, *, force: bool) -> None:
+    from transformers.utils import logging as hf_logging
+
+    from tulu_lite.export import export, verification_table
+
+    hf_logging.disable_progress_bar()
+    result = export(model_dir, out, gguf_type, force=force, console=console)
+    console.print(verification_table(result.verification))
+    console.print(f"[bold green]wrote[/] {result.out} ({result.gguf_type}, {result.architecture}, "
+                  f"{result.bytes / 2**20:,.1f} MiB); figures in {result.report}", highlight=False)
 
 
 # ---- eval ----------------------------------------------------------------------------------------------------

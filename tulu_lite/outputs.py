@@ -124,14 +124,19 @@ def atomic_dir(target: str | os.PathLike, *, force: bool = False) -> Iterator[Pa
 
 @contextmanager
 def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator:
-    """Open a temporary file next to `target`; it is renamed onto `target` only on success."""
+    """Open a temporary file next to `target`; it is renamed onto `target` only on success.
+
+    The handle's ``name`` is the temporary's path, so a writer can read back what it wrote before it counts as
+    finished (`tulu_lite.export` loads the GGUF it wrote and verifies it before the rename).
+    """
     target = Path(target)
     ensure_writable(target)
     created = _make_parents(target)
     remove_stale_temporaries(target)
     fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(target), dir=target.parent)
     try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
+        os.close(fd)  # reopened by name, so that `handle.name` is the path (os.fdopen would name it by the fd)
+        with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as handle:
             yield handle
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)

@@ -42,7 +42,7 @@ import tulu_lite.tokenizer
 from tulu_lite.collate import AssistantOnlyCollator, TokenBudgetBatchSampler
 from tulu_lite.data.conversations import read_conversations
 from tulu_lite.json_files import write_json, write_jsonl
-from tulu_lite.model import load_recipe_tokenizer
+from tulu_lite.model.loading import load_recipe_tokenizer
 from tulu_lite.recipe import Recipe
 from tulu_lite.train import (
     RichProgress,

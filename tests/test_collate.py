@@ -125,7 +125,7 @@ def _examples(tokenizer, count: int, seed: int) -> list[dict[str, list[int]]]:
 
 
 def _tiny_llama(tokenizer, attn: str):
-    from tulu_lite.model import build_tiny_llama
+    from tulu_lite.model.tiny import build_tiny_llama
 
     model = build_tiny_llama(tokenizer, seed=0)
     model.set_attn_implementation(attn)

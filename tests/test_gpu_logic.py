@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from tulu_lite.errors import TuluError
-from tulu_lite.model import choose_attention, choose_dtype, native_bf16
+from tulu_lite.model.loading import choose_attention, choose_dtype, native_bf16
 from tulu_lite.recipe import ModelSettings, Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,14 +59,14 @@ def test_bf16_support_is_asked_without_emulation(monkeypatch):
 def test_merge_and_eval_default_to_fp16_on_an_old_gpu(monkeypatch, tiny_model_dir):
     import transformers
 
-    import tulu_lite.model
+    import tulu_lite.model.loading
     from tulu_lite.eval.generate import load_model
     from tulu_lite.merge import _merge_dtype
 
-    monkeypatch.setattr(tulu_lite.model, "native_bf16", lambda: False)
+    monkeypatch.setattr(tulu_lite.model.loading, "native_bf16", lambda: False)
     assert _merge_dtype(None, torch.device("cuda")) == torch.float16
     assert _merge_dtype(None, torch.device("cpu")) == torch.float32
-    monkeypatch.setattr(tulu_lite.model, "native_bf16", lambda: True)
+    monkeypatch.setattr(tulu_lite.model.loading, "native_bf16", lambda: True)
     assert _merge_dtype(None, torch.device("cuda")) == torch.bfloat16
 
     seen = {}
@@ -75,7 +75,7 @@ def test_merge_and_eval_default_to_fp16_on_an_old_gpu(monkeypatch, tiny_model_di
         seen.update(kwargs)
         raise OSError("stop here")
 
-    monkeypatch.setattr(tulu_lite.model, "native_bf16", lambda: False)
+    monkeypatch.setattr(tulu_lite.model.loading, "native_bf16", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
     with pytest.raises(TuluError, match="stop here"):
@@ -117,7 +117,7 @@ def test_explicit_attention():
 
 @pytest.mark.parametrize("choice", ["auto", "eager"])
 def test_the_base_loads_with_the_chosen_attention(tmp_path, monkeypatch, choice):
-    from tulu_lite.model import load_base_model
+    from tulu_lite.model.loading import load_base_model
 
     monkeypatch.setenv("TULU_LITE_CACHE", str(tmp_path))
     cfg = ModelSettings(name_or_path="tiny-llama", tiny={"hidden_size": 32}, attn_implementation=choice)
@@ -175,7 +175,7 @@ def test_where_the_base_goes(monkeypatch):
 
 
 def test_fsdp_stores_4bit_weights_in_the_model_dtype(monkeypatch):
-    from tulu_lite.model import bits_and_bytes_config
+    from tulu_lite.model.loading import bits_and_bytes_config
     from tulu_lite.recipe import QuantizationSettings
 
     quant = QuantizationSettings()

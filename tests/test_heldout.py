@@ -79,7 +79,7 @@ def reference_losses(adapter_dir, recipe, chats_by_source: dict[str, list[dict]]
     from peft import PeftModel
 
     import tulu_lite
-    from tulu_lite.model import load_base_model, load_recipe_tokenizer
+    from tulu_lite.model.loading import load_base_model, load_recipe_tokenizer
 
     tokenizer = load_recipe_tokenizer(recipe.model)
     model = PeftModel.from_pretrained(load_base_model(recipe.model, recipe.quantization), adapter_dir).eval()

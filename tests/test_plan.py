@@ -33,7 +33,7 @@ def recipe_for(**sections) -> Recipe:
 
 
 def test_lora_count_matches_peft_on_a_grouped_query_model():
-    from tulu_lite.model import add_lora
+    from tulu_lite.model.loading import add_lora
 
     config = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                          num_attention_heads=8, num_key_value_heads=2)
@@ -110,7 +110,7 @@ def test_fsdp_divides_what_it_shards():
 
 def test_4bit_weight_estimate_matches_a_quantized_model(tmp_path, monkeypatch, llama_tokenizer):
     """The weight rows equal what bitsandbytes actually allocates (packed weights + quantization constants)."""
-    from tulu_lite.model import load_base_model
+    from tulu_lite.model.loading import load_base_model
 
     monkeypatch.setenv("TULU_LITE_CACHE", str(tmp_path))
     recipe = recipe_for(model={"name_or_path": "tiny-llama", "tiny": {"hidden_size": 128}},
@@ -137,7 +137,7 @@ def test_plan_counts_tokens_like_the_encoder(monkeypatch, tmp_path):
     recipe = recipe_for(training={"per_device_batch_size": 8, "gradient_accumulation_steps": 2, "epochs": 3})
     result = plan(recipe)
     from tulu_lite.data.encode import encode_dataset
-    from tulu_lite.model import load_recipe_tokenizer
+    from tulu_lite.model.loading import load_recipe_tokenizer
 
     dataset, report = encode_dataset([str(DEMO)], load_recipe_tokenizer(recipe.model), "tulu", 128)
     assert result.data.examples == len(dataset) == 114

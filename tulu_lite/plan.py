@@ -142,7 +142,7 @@ class Plan:
 def plan(recipe: Recipe, *, with_data: bool = True, gpus: int = 1) -> Plan:
     """Token counts (when `with_data`) and the memory estimate for `recipe` on `gpus` GPUs (FSDP when > 1),
     reading only the model's config."""
-    from tulu_lite.model import load_recipe_tokenizer
+    from tulu_lite.model.loading import load_recipe_tokenizer
 
     if gpus < 1:
         raise TuluError(f"--gpus: expected a positive number of GPUs, got {gpus}")
@@ -166,7 +166,7 @@ def planned_attention(recipe: Recipe) -> str:
 
     if not torch.cuda.is_available():
         return "sdpa"
-    from tulu_lite.model import resolve_attention
+    from tulu_lite.model.loading import resolve_attention
 
     return resolve_attention(recipe.model, recipe.quantization)
 
@@ -174,7 +174,8 @@ def planned_attention(recipe: Recipe) -> str:
 def model_shapes(recipe: Recipe) -> Shapes:
     """Read the model's config (config.json only, no weights); tiny-llama uses its embedded config."""
     if recipe.model.is_tiny:
-        from tulu_lite.model import load_recipe_tokenizer, tiny_llama_config
+        from tulu_lite.model.loading import load_recipe_tokenizer
+        from tulu_lite.model.tiny import tiny_llama_config
 
         tiny = recipe.model.tiny
         vocab = len(load_recipe_tokenizer(recipe.model))

@@ -60,16 +60,8 @@ from tulu_lite.collate import AssistantOnlyCollator, TokenBudgetBatchSampler
 from tulu_lite.errors import TuluError, first_line
 from tulu_lite.heldout import EVAL_LOSS, BestAdapter
 from tulu_lite.json_files import write_json
-from tulu_lite.model import (
-    add_lora,
-    compute_dtype,
-    fsdp_launch,
-    load_base_model,
-    load_recipe_tokenizer,
-    resolve_attention,
-    resolve_dtype,
-    weights_sha256,
-)
+from tulu_lite.model.loading import add_lora, compute_dtype, fsdp_launch, load_base_model, load_recipe_tokenizer, resolve_attention, resolve_dtype
+from tulu_lite.model.tiny import weights_sha256
 from tulu_lite.outputs import atomic_dir, ensure_writable, write_errors
 from tulu_lite.recipe import Recipe, save_recipe
 
@@ -1032,7 +1024,7 @@ def base_record(recipe: Recipe, model) -> dict:
     even for 65B; a hub base is fingerprinted in its cache snapshot). The tiny LLaMA, which merge rebuilds from
     its seed: the full weights hash.
     """
-    from tulu_lite.model import base_fingerprint, model_files_dir
+    from tulu_lite.model.files import base_fingerprint, model_files_dir
 
     loaded_from = model.peft_config["default"].base_model_name_or_path
     record = {"name_or_path": recipe.model.name_or_path, "loaded_from": loaded_from}

@@ -158,9 +158,9 @@ def difference(a: tuple[float, torch.Tensor], b: tuple[float, torch.Tensor]) -> 
 
 
 def layout_checks(recipe, examples: list[dict], attentions: list[str], device: torch.device) -> list[Check]:
-    from tulu_lite.collate import AssistantOnlyCollator
     from tulu_lite.model.loading import compute_dtype, load_recipe_tokenizer
     from tulu_lite.train import build_model
+    from tulu_lite.train.collate import AssistantOnlyCollator
 
     dtype = compute_dtype(recipe.model, recipe.quantization)
     tolerance = 2e-2 if dtype != torch.float32 else 1e-4

@@ -126,7 +126,7 @@ def test_the_base_loads_with_the_chosen_attention(tmp_path, monkeypatch, choice)
 
 
 def test_the_runs_first_line_names_dtype_and_attention():
-    from tulu_lite.train import device_summary
+    from tulu_lite.train.report import device_summary
 
     recipe = Recipe.model_validate({"model": {"name_or_path": "tiny-llama"}, "quantization": {},
                                     "data": {"train_files": [str(DEMO)]}, "output_dir": "/tmp/unused"})
@@ -137,7 +137,7 @@ def test_the_runs_first_line_names_dtype_and_attention():
 
 
 def test_several_visible_gpus_in_one_process_are_refused_before_loading():
-    from tulu_lite.train import check_gpu_launch
+    from tulu_lite.train.devices import check_gpu_launch
 
     with pytest.raises(TuluError) as caught:
         check_gpu_launch(4, 1)
@@ -152,19 +152,20 @@ def test_several_visible_gpus_in_one_process_are_refused_before_loading():
 def test_the_process_group_gets_the_trainers_timeout(monkeypatch):
     import accelerate
 
-    import tulu_lite.train as train
+    import tulu_lite.train.devices as devices
+    from tulu_lite.train.trainer import sft_config
 
     created = {}
     monkeypatch.setattr(accelerate, "PartialState", lambda **kwargs: created.update(kwargs))
-    train.distributed_state()
-    assert created == {"cpu": True, "timeout": timedelta(seconds=train.DDP_TIMEOUT_S)}
+    devices.distributed_state()
+    assert created == {"cpu": True, "timeout": timedelta(seconds=devices.DDP_TIMEOUT_S)}
     recipe = Recipe.model_validate({"model": {"name_or_path": "tiny-llama"}, "data": {"train_files": [str(DEMO)]},
                                     "output_dir": "/tmp/unused"})
-    assert train.sft_config(recipe).ddp_timeout == train.DDP_TIMEOUT_S
+    assert sft_config(recipe).ddp_timeout == devices.DDP_TIMEOUT_S
 
 
 def test_where_the_base_goes(monkeypatch):
-    from tulu_lite.train import base_device_map
+    from tulu_lite.train.devices import base_device_map
 
     monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
     assert base_device_map(1) is None  # CPU

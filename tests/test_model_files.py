@@ -130,7 +130,7 @@ def test_training_records_the_fingerprint_of_a_local_base(model_dir, tmp_path):
 
     from tulu_lite.model.loading import add_lora
     from tulu_lite.recipe import LoraSettings
-    from tulu_lite.train import base_record
+    from tulu_lite.train.report import base_record
 
     (tmp_path / "r.yaml").write_text(f"model: {{name_or_path: {model_dir}}}\ndata: {{train_files: [a]}}\n"
                                      f"output_dir: o\n")

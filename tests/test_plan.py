@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,6 +152,23 @@ def test_plan_counts_tokens_like_the_encoder(monkeypatch, tmp_path):
     three = data_stats(recipe, [len(ids) for ids in dataset["input_ids"]], report, gpus=3)
     assert three.steps_per_epoch == math.ceil(math.ceil(math.ceil(114 / 8) / 3) / 2) == 3
 
+
+
+def test_plan_encodes_the_data_without_importing_the_trainer(tmp_path):
+    """`tulu-lite plan` needs `tulu_lite.train.data` only: the SFT trainer (and TRL, seconds to import) stays out."""
+    script = (
+        "import sys\n"
+        "from tulu_lite.plan import plan\n"
+        "from tulu_lite.recipe import Recipe\n"
+        f"recipe = Recipe.model_validate({{'model': {{'name_or_path': 'tiny-llama'}}, 'output_dir': 'unused', "
+        f"'data': {{'train_files': [{str(DEMO)!r}], 'max_seq_length': 128}}}})\n"
+        "assert plan(recipe).data.examples == 114\n"
+        "print(sorted(name for name in ('tulu_lite.train.trainer', 'trl') if name in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TULU_LITE_CACHE": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 def test_plan_command_prints_tables(tmp_path, monkeypatch):
     monkeypatch.setenv("TULU_LITE_CACHE", str(tmp_path))

@@ -150,7 +150,7 @@ def plan(recipe: Recipe, *, with_data: bool = True, gpus: int = 1) -> Plan:
     memory = estimate_memory(shapes, recipe, gpus=gpus, attention=planned_attention(recipe))
     result = Plan(recipe=recipe, shapes=shapes, memory=memory)
     if with_data:
-        from tulu_lite.train import encode_training_data
+        from tulu_lite.train.data import encode_training_data
 
         dataset, report = encode_training_data(recipe, load_recipe_tokenizer(recipe.model))
         result.data = data_stats(recipe, [len(ids) for ids in dataset["input_ids"]], report, gpus=gpus)
@@ -345,7 +345,7 @@ def data_stats(recipe: Recipe, lengths: list[int], report, *, gpus: int = 1) -> 
     and accelerate gives every process the same number: accelerate/data_loader.py, `BatchSamplerShard`)."""
     t = recipe.training
     if t.max_tokens_per_batch is not None:
-        from tulu_lite.collate import token_budget_batches
+        from tulu_lite.train.collate import token_budget_batches
 
         micro = len(token_budget_batches(lengths, t.max_tokens_per_batch, seed=t.seed))
     else:

@@ -86,7 +86,7 @@ def build_base(directory: Path, args, tokenizer, device: torch.device) -> Path:
     """A seeded random LLaMA of the requested shape, saved like a downloaded checkpoint (dtype as `auto` picks)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tulu_lite.model import resolve_dtype
+    from tulu_lite.model.loading import resolve_dtype
 
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=args.hidden, intermediate_size=args.intermediate,
@@ -158,9 +158,9 @@ def difference(a: tuple[float, torch.Tensor], b: tuple[float, torch.Tensor]) -> 
 
 
 def layout_checks(recipe, examples: list[dict], attentions: list[str], device: torch.device) -> list[Check]:
-    from tulu_lite.collate import AssistantOnlyCollator
-    from tulu_lite.model import compute_dtype, load_recipe_tokenizer
+    from tulu_lite.model.loading import compute_dtype, load_recipe_tokenizer
     from tulu_lite.train import build_model
+    from tulu_lite.train.collate import AssistantOnlyCollator
 
     dtype = compute_dtype(recipe.model, recipe.quantization)
     tolerance = 2e-2 if dtype != torch.float32 else 1e-4
@@ -218,7 +218,7 @@ def train_run(recipe, device: torch.device) -> dict:
                 self.peak = torch.cuda.max_memory_allocated(device)
 
     peak = Peak()
-    from tulu_lite.model import resolve_attention
+    from tulu_lite.model.loading import resolve_attention
 
     attention = resolve_attention(recipe.model, recipe.quantization)
     result = train(recipe, force=True, callbacks=[peak])
@@ -352,7 +352,7 @@ def free_memory() -> None:
 
 def usable_flash_attention(device: torch.device) -> list[str]:
     """The installed flash kernels this GPU runs: those `auto` would pick if each were the only one installed."""
-    from tulu_lite.model import choose_attention, installed_flash_attention
+    from tulu_lite.model.loading import choose_attention, installed_flash_attention
 
     if device.type != "cuda":
         return []
@@ -368,7 +368,7 @@ def environment(device: torch.device) -> dict:
     import transformers
     import trl
 
-    from tulu_lite.model import installed_flash_attention, native_bf16
+    from tulu_lite.model.loading import installed_flash_attention, native_bf16
 
     info = {"torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
             "peft": peft.__version__, "trl": trl.__version__, "bitsandbytes": bitsandbytes.__version__,
@@ -410,7 +410,7 @@ def pin_one_gpu() -> list[str]:
 def run_checks(args, workdir: Path, device: torch.device, gpus: list[str]) -> tuple[list[Check], dict]:
     from tulu_lite.data.conversations import read_conversations
     from tulu_lite.data.encode import encode
-    from tulu_lite.model import load_recipe_tokenizer
+    from tulu_lite.model.loading import load_recipe_tokenizer
     from tulu_lite.tokenizer import BUNDLED_LLAMA_TOKENIZER, load_tokenizer
 
     tokenizer = load_tokenizer(BUNDLED_LLAMA_TOKENIZER)

@@ -7,9 +7,10 @@ Everything runs in this one process on the same tiny LLaMA (the embedded `tiny-l
 LoRA r=16 on every linear layer, fp32) and the same batches of length-diverse chats (1 to `--max-turns` turns of
 the bundled demo conversations, long-tailed, encoded by tulu-lite's encoder):
 
-- overhead: seconds per optimizer step of `tulu_lite.train.make_trainer` (TRL's SFTTrainer with our collator, rich
-  progress, logging, grad clipping, LR schedule; data read from the Arrow dataset every step) divided by a bare
-  loop over the very same collated batches (forward, backward, AdamW on the LoRA parameters, nothing else).
+- overhead: seconds per optimizer step of `tulu_lite.train.trainer.make_trainer` (TRL's SFTTrainer with our
+  collator, rich progress, logging, grad clipping, LR schedule; data read from the Arrow dataset every step)
+  divided by a bare loop over the very same collated batches (forward, backward, AdamW on the LoRA parameters,
+  nothing else).
   Target: at most 1.15x.
 - padding-free vs padded: real (non-pad) tokens per second through the train path, same example batches laid
   out both ways. Target: at least 1.3x. Also shown, for context: padded batches that transformers'
@@ -39,18 +40,15 @@ from rich.table import Table
 from transformers import TrainerCallback
 
 import tulu_lite.tokenizer
-from tulu_lite.collate import AssistantOnlyCollator, TokenBudgetBatchSampler
 from tulu_lite.data.conversations import read_conversations
 from tulu_lite.json_files import write_json, write_jsonl
-from tulu_lite.model import load_recipe_tokenizer
+from tulu_lite.model.loading import load_recipe_tokenizer
 from tulu_lite.recipe import Recipe
-from tulu_lite.train import (
-    RichProgress,
-    TrainingData,
-    build_model,
-    encode_data,
-    make_trainer,
-)
+from tulu_lite.train import build_model
+from tulu_lite.train.callbacks import RichProgress
+from tulu_lite.train.collate import AssistantOnlyCollator, TokenBudgetBatchSampler
+from tulu_lite.train.data import TrainingData, encode_data
+from tulu_lite.train.trainer import make_trainer
 
 # (via a module file: a stale editable install can make the package itself a namespace without __file__)
 DEMO = Path(tulu_lite.tokenizer.__file__).parent / "assets" / "demo" / "train.jsonl"
@@ -159,8 +157,7 @@ def run_trainer(recipe: Recipe, tokenizer, data: TrainingData, batches: list[lis
     model = build_model(recipe)
     clock = StepClock()
     progress = RichProgress(Console(file=io.StringIO()), True)  # the real progress bar, drawn nowhere
-    trainer = make_trainer(recipe, model, tokenizer, data, [clock, progress])
-    trainer.batch_sampler = FixedBatches(batches)
+    trainer = make_trainer(recipe, model, tokenizer, data, [clock, progress], batch_sampler=FixedBatches(batches))
     losses = record_losses(trainer)
     trainer.train()
     return clock.step_times, losses[0].item()

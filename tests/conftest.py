@@ -51,7 +51,7 @@ def llama_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, llama_tokenizer):
     """A tiny random LLaMA (hidden 64, 2 layers, real 32k LLaMA vocab) saved with its tokenizer."""
-    from tulu_lite.model import build_tiny_llama
+    from tulu_lite.model.tiny import build_tiny_llama
 
     path = tmp_path_factory.mktemp("tiny-llama")
     build_tiny_llama(llama_tokenizer).save_pretrained(path)

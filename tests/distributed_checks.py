@@ -79,7 +79,7 @@ def write(workdir: Path, check: str, data: dict) -> None:
 
 def load(path: Path, overrides: list[str] = ()):
     from tulu_lite.recipe import load_recipe
-    from tulu_lite.train import distributed_state
+    from tulu_lite.train.devices import distributed_state
 
     distributed_state().wait_for_everyone()  # rank 0 wrote the recipe file
     return load_recipe(path, overrides)
@@ -111,10 +111,11 @@ def slow_first_encoding(workdir: Path, seconds: float) -> None:
 
 
 def ddp_checks(workdir: Path, timeout: float) -> None:
-    import tulu_lite.train
-    from tulu_lite.train import distributed_state, train
+    import tulu_lite.train.devices
+    from tulu_lite.train import train
+    from tulu_lite.train.devices import distributed_state
 
-    tulu_lite.train.DDP_TIMEOUT_S = timeout  # must be set before the process group exists
+    tulu_lite.train.devices.DDP_TIMEOUT_S = timeout  # must be set before the process group exists
     distributed_state()
     slow_first_encoding(workdir, timeout + 5)
     straight = RecordBatches()

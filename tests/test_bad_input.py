@@ -38,7 +38,9 @@ ASSETS: dict[str, Path] = {}
 
 @pytest.fixture(scope="module", autouse=True)
 def assets(tmp_path_factory, llama_tokenizer):
-    from tulu_lite.model import add_lora, base_fingerprint, build_tiny_llama
+    from tulu_lite.model.files import base_fingerprint
+    from tulu_lite.model.loading import add_lora
+    from tulu_lite.model.tiny import build_tiny_llama
     from tulu_lite.recipe import LoraSettings, load_recipe, save_recipe
 
     root = tmp_path_factory.mktemp("bad-input-assets")

@@ -9,8 +9,8 @@ import pytest
 from cli_cases import BadInput, check_bad_input
 from tiny_runs import tiny_cache, write_recipe  # noqa: F401
 
-from tulu_lite import checkpoints as ckpt
 from tulu_lite.recipe import load_recipe, save_recipe
+from tulu_lite.train import checkpoints as ckpt
 
 # A folder whose tensorboard / tensorboardX / wandb packages fail to import, as on a machine without them.
 NO_LOGGERS = {"PYTHONPATH": os.pathsep.join(

@@ -9,15 +9,15 @@ import pytest
 import torch
 
 import tulu_lite.tokenizer
-from tulu_lite.collate import (
+from tulu_lite.data.conversations import read_conversations
+from tulu_lite.data.encode import encode
+from tulu_lite.errors import TuluError
+from tulu_lite.train.collate import (
     IGNORE_INDEX,
     AssistantOnlyCollator,
     TokenBudgetBatchSampler,
     token_budget_batches,
 )
-from tulu_lite.data.conversations import read_conversations
-from tulu_lite.data.encode import encode
-from tulu_lite.errors import TuluError
 
 DEMO_CONVERSATIONS = Path(tulu_lite.tokenizer.__file__).parent / "assets" / "demo" / "train.jsonl"
 
@@ -125,7 +125,7 @@ def _examples(tokenizer, count: int, seed: int) -> list[dict[str, list[int]]]:
 
 
 def _tiny_llama(tokenizer, attn: str):
-    from tulu_lite.model import build_tiny_llama
+    from tulu_lite.model.tiny import build_tiny_llama
 
     model = build_tiny_llama(tokenizer, seed=0)
     model.set_attn_implementation(attn)
@@ -293,7 +293,7 @@ def test_epoch_reaches_the_sampler_under_data_parallel_resume():
     )
     from transformers import TrainerControl, TrainerState
 
-    from tulu_lite.train import SamplerEpoch
+    from tulu_lite.train.callbacks import SamplerEpoch
 
     lengths = torch.randint(5, 60, (40,), generator=torch.Generator().manual_seed(2)).tolist()
     sampler = TokenBudgetBatchSampler(lengths, 120, seed=3)

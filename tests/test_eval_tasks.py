@@ -222,7 +222,7 @@ def test_alpaca_eval_outputs_are_in_alpaca_eval_format(run, run_v1):
 def classifier_dir(tmp_path_factory, llama_tokenizer):
     from transformers import LlamaForSequenceClassification
 
-    from tulu_lite.model import tiny_llama_config
+    from tulu_lite.model.tiny import tiny_llama_config
 
     config = tiny_llama_config(len(llama_tokenizer), hidden_size=32)
     config.num_labels, config.pad_token_id = 2, llama_tokenizer.pad_token_id

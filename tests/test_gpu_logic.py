@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from tulu_lite.errors import TuluError
-from tulu_lite.model import choose_attention, choose_dtype, native_bf16
+from tulu_lite.model.loading import choose_attention, choose_dtype, native_bf16
 from tulu_lite.recipe import ModelSettings, Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,14 +59,14 @@ def test_bf16_support_is_asked_without_emulation(monkeypatch):
 def test_merge_and_eval_default_to_fp16_on_an_old_gpu(monkeypatch, tiny_model_dir):
     import transformers
 
-    import tulu_lite.model
+    import tulu_lite.model.loading
     from tulu_lite.eval.generate import load_model
     from tulu_lite.merge.weights import choose_merge_dtype as _merge_dtype
 
-    monkeypatch.setattr(tulu_lite.model, "native_bf16", lambda: False)
+    monkeypatch.setattr(tulu_lite.model.loading, "native_bf16", lambda: False)
     assert _merge_dtype(None, torch.device("cuda")) == torch.float16
     assert _merge_dtype(None, torch.device("cpu")) == torch.float32
-    monkeypatch.setattr(tulu_lite.model, "native_bf16", lambda: True)
+    monkeypatch.setattr(tulu_lite.model.loading, "native_bf16", lambda: True)
     assert _merge_dtype(None, torch.device("cuda")) == torch.bfloat16
 
     seen = {}
@@ -75,7 +75,7 @@ def test_merge_and_eval_default_to_fp16_on_an_old_gpu(monkeypatch, tiny_model_di
         seen.update(kwargs)
         raise OSError("stop here")
 
-    monkeypatch.setattr(tulu_lite.model, "native_bf16", lambda: False)
+    monkeypatch.setattr(tulu_lite.model.loading, "native_bf16", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
     with pytest.raises(TuluError, match="stop here"):
@@ -117,7 +117,7 @@ def test_explicit_attention():
 
 @pytest.mark.parametrize("choice", ["auto", "eager"])
 def test_the_base_loads_with_the_chosen_attention(tmp_path, monkeypatch, choice):
-    from tulu_lite.model import load_base_model
+    from tulu_lite.model.loading import load_base_model
 
     monkeypatch.setenv("TULU_LITE_CACHE", str(tmp_path))
     cfg = ModelSettings(name_or_path="tiny-llama", tiny={"hidden_size": 32}, attn_implementation=choice)
@@ -126,7 +126,7 @@ def test_the_base_loads_with_the_chosen_attention(tmp_path, monkeypatch, choice)
 
 
 def test_the_runs_first_line_names_dtype_and_attention():
-    from tulu_lite.train import device_summary
+    from tulu_lite.train.report import device_summary
 
     recipe = Recipe.model_validate({"model": {"name_or_path": "tiny-llama"}, "quantization": {},
                                     "data": {"train_files": [str(DEMO)]}, "output_dir": "/tmp/unused"})
@@ -137,7 +137,7 @@ def test_the_runs_first_line_names_dtype_and_attention():
 
 
 def test_several_visible_gpus_in_one_process_are_refused_before_loading():
-    from tulu_lite.train import check_gpu_launch
+    from tulu_lite.train.devices import check_gpu_launch
 
     with pytest.raises(TuluError) as caught:
         check_gpu_launch(4, 1)
@@ -152,19 +152,20 @@ def test_several_visible_gpus_in_one_process_are_refused_before_loading():
 def test_the_process_group_gets_the_trainers_timeout(monkeypatch):
     import accelerate
 
-    import tulu_lite.train as train
+    import tulu_lite.train.devices as devices
+    from tulu_lite.train.trainer import sft_config
 
     created = {}
     monkeypatch.setattr(accelerate, "PartialState", lambda **kwargs: created.update(kwargs))
-    train.distributed_state()
-    assert created == {"cpu": True, "timeout": timedelta(seconds=train.DDP_TIMEOUT_S)}
+    devices.distributed_state()
+    assert created == {"cpu": True, "timeout": timedelta(seconds=devices.DDP_TIMEOUT_S)}
     recipe = Recipe.model_validate({"model": {"name_or_path": "tiny-llama"}, "data": {"train_files": [str(DEMO)]},
                                     "output_dir": "/tmp/unused"})
-    assert train.sft_config(recipe).ddp_timeout == train.DDP_TIMEOUT_S
+    assert sft_config(recipe).ddp_timeout == devices.DDP_TIMEOUT_S
 
 
 def test_where_the_base_goes(monkeypatch):
-    from tulu_lite.train import base_device_map
+    from tulu_lite.train.devices import base_device_map
 
     monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
     assert base_device_map(1) is None  # CPU
@@ -175,7 +176,7 @@ def test_where_the_base_goes(monkeypatch):
 
 
 def test_fsdp_stores_4bit_weights_in_the_model_dtype(monkeypatch):
-    from tulu_lite.model import bits_and_bytes_config
+    from tulu_lite.model.loading import bits_and_bytes_config
     from tulu_lite.recipe import QuantizationSettings
 
     quant = QuantizationSettings()

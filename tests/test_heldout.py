@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 from tiny_runs import DEMO, read_demo, tiny_cache, topic, write_jsonl, write_recipe  # noqa: F401
 from transformers import TrainerCallback
 
-from tulu_lite.heldout import eval_batches, split_heldout
 from tulu_lite.recipe import load_recipe
 from tulu_lite.train import train
+from tulu_lite.train.heldout import eval_batches, split_heldout
 
 # ---- the split ---------------------------------------------------------------------------------------------------
 
@@ -79,7 +79,7 @@ def reference_losses(adapter_dir, recipe, chats_by_source: dict[str, list[dict]]
     from peft import PeftModel
 
     import tulu_lite
-    from tulu_lite.model import load_base_model, load_recipe_tokenizer
+    from tulu_lite.model.loading import load_base_model, load_recipe_tokenizer
 
     tokenizer = load_recipe_tokenizer(recipe.model)
     model = PeftModel.from_pretrained(load_base_model(recipe.model, recipe.quantization), adapter_dir).eval()
@@ -231,7 +231,7 @@ def plotted_lines(metrics: dict, target) -> dict[str, list[float]]:
     """label -> y values of the curves `plot_loss` draws (the figure is caught as it is saved)."""
     from matplotlib.figure import Figure
 
-    from tulu_lite.train import plot_loss
+    from tulu_lite.train.report import plot_loss
 
     saved = []
     original = Figure.savefig

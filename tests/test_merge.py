@@ -125,7 +125,7 @@ def _adapter_model_as_trained(adapter: Path):
     """Base loaded by the training code + the saved adapter, in train mode: exactly the trainer's forward pass."""
     from peft import PeftModel
 
-    from tulu_lite.model import load_base_model
+    from tulu_lite.model.loading import load_base_model
     from tulu_lite.recipe import load_recipe
 
     recipe = load_recipe(adapter / "recipe.yaml")
@@ -138,7 +138,7 @@ def _naive_merge(adapter: Path):
     """What several tools do for QLoRA: fold the adapter into the original, never-quantized weights."""
     from peft import PeftModel
 
-    from tulu_lite.model import load_base_model
+    from tulu_lite.model.loading import load_base_model
     from tulu_lite.recipe import load_recipe
 
     recipe = load_recipe(adapter / "recipe.yaml")
@@ -173,7 +173,7 @@ def test_qlora_merge_matches_the_adapter_model_and_beats_the_naive_merge(qlora_m
 @pytest.mark.slow
 def test_qlora_merge_keeps_the_never_quantized_weights(qlora_merged, qlora_adapter):
     """Embeddings, norms and lm_head are the original weights; only the 4-bit linears were dequantized + merged."""
-    from tulu_lite.model import load_base_model
+    from tulu_lite.model.loading import load_base_model
     from tulu_lite.recipe import load_recipe
 
     out, _ = qlora_merged
@@ -324,7 +324,7 @@ def test_native_template_is_kept_and_stops_at_its_end_of_turn(name, end_of_turn)
         release_generation_config,
         release_tokenizer,
     )
-    from tulu_lite.model import build_tiny_llama
+    from tulu_lite.model.tiny import build_tiny_llama
     from tulu_lite.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_dir(name))

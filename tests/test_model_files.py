@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from tulu_lite.errors import TuluError
-from tulu_lite.model import (
+from tulu_lite.model.files import (
     base_fingerprint,
     check_model_dir,
     check_safetensors,
@@ -96,7 +96,7 @@ def test_a_recipe_resolves_a_path_that_cannot_be_a_hub_id(tmp_path):
 
 
 def test_the_fingerprint_sees_weights_layout_and_config(model_dir, llama_tokenizer):
-    from tulu_lite.model import build_tiny_llama
+    from tulu_lite.model.tiny import build_tiny_llama
 
     recorded = base_fingerprint(model_dir)
     assert fingerprint_differences(recorded, base_fingerprint(model_dir)) == []
@@ -128,9 +128,9 @@ def test_a_single_changed_tensor_is_seen(model_dir):
 def test_training_records_the_fingerprint_of_a_local_base(model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from tulu_lite.model import add_lora
+    from tulu_lite.model.loading import add_lora
     from tulu_lite.recipe import LoraSettings
-    from tulu_lite.train import base_record
+    from tulu_lite.train.report import base_record
 
     (tmp_path / "r.yaml").write_text(f"model: {{name_or_path: {model_dir}}}\ndata: {{train_files: [a]}}\n"
                                      f"output_dir: o\n")

@@ -110,7 +110,7 @@ def test_commands_write_files_and_folders_with_the_umasks_permissions(tmp_path, 
 
 
 def test_a_tiny_base_build_killed_half_way_is_cleared_by_the_next_build(tmp_path, monkeypatch):
-    from tulu_lite.model import tiny_llama_dir
+    from tulu_lite.model.tiny import tiny_llama_dir
     from tulu_lite.recipe import ModelSettings
 
     monkeypatch.setenv("TULU_LITE_CACHE", str(tmp_path))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,7 +36,7 @@ def recipe_for(**sections) -> Recipe:
 
 
 def test_lora_count_matches_peft_on_a_grouped_query_model():
-    from tulu_lite.model import add_lora
+    from tulu_lite.model.loading import add_lora
 
     config = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                          num_attention_heads=8, num_key_value_heads=2)
@@ -110,7 +113,7 @@ def test_fsdp_divides_what_it_shards():
 
 def test_4bit_weight_estimate_matches_a_quantized_model(tmp_path, monkeypatch, llama_tokenizer):
     """The weight rows equal what bitsandbytes actually allocates (packed weights + quantization constants)."""
-    from tulu_lite.model import load_base_model
+    from tulu_lite.model.loading import load_base_model
 
     monkeypatch.setenv("TULU_LITE_CACHE", str(tmp_path))
     recipe = recipe_for(model={"name_or_path": "tiny-llama", "tiny": {"hidden_size": 128}},
@@ -137,7 +140,7 @@ def test_plan_counts_tokens_like_the_encoder(monkeypatch, tmp_path):
     recipe = recipe_for(training={"per_device_batch_size": 8, "gradient_accumulation_steps": 2, "epochs": 3})
     result = plan(recipe)
     from tulu_lite.data.encode import encode_dataset
-    from tulu_lite.model import load_recipe_tokenizer
+    from tulu_lite.model.loading import load_recipe_tokenizer
 
     dataset, report = encode_dataset([str(DEMO)], load_recipe_tokenizer(recipe.model), "tulu", 128)
     assert result.data.examples == len(dataset) == 114
@@ -149,6 +152,23 @@ def test_plan_counts_tokens_like_the_encoder(monkeypatch, tmp_path):
     three = data_stats(recipe, [len(ids) for ids in dataset["input_ids"]], report, gpus=3)
     assert three.steps_per_epoch == math.ceil(math.ceil(math.ceil(114 / 8) / 3) / 2) == 3
 
+
+
+def test_plan_encodes_the_data_without_importing_the_trainer(tmp_path):
+    """`tulu-lite plan` needs `tulu_lite.train.data` only: the SFT trainer (and TRL, seconds to import) stays out."""
+    script = (
+        "import sys\n"
+        "from tulu_lite.plan import plan\n"
+        "from tulu_lite.recipe import Recipe\n"
+        f"recipe = Recipe.model_validate({{'model': {{'name_or_path': 'tiny-llama'}}, 'output_dir': 'unused', "
+        f"'data': {{'train_files': [{str(DEMO)!r}], 'max_seq_length': 128}}}})\n"
+        "assert plan(recipe).data.examples == 114\n"
+        "print(sorted(name for name in ('tulu_lite.train.trainer', 'trl') if name in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TULU_LITE_CACHE": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 def test_plan_command_prints_tables(tmp_path, monkeypatch):
     monkeypatch.setenv("TULU_LITE_CACHE", str(tmp_path))

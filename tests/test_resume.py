@@ -14,9 +14,9 @@ import pytest
 from rich.console import Console
 from tiny_runs import read_demo, tiny_cache, write_jsonl, write_recipe  # noqa: F401
 
-from tulu_lite import checkpoints as ckpt
 from tulu_lite.errors import TuluError
 from tulu_lite.recipe import load_recipe, save_recipe
+from tulu_lite.train import checkpoints as ckpt
 from tulu_lite.train import train
 
 # ---- which changes may continue a run ------------------------------------------------------------------------
@@ -178,7 +178,7 @@ def test_resume_refuses_a_mixture_edited_since_the_checkpoints(tmp_path):
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from tulu_lite.checkpoints import run_lock
+    from tulu_lite.train.checkpoints import run_lock
     from tulu_lite.recipe import load_recipe
     with run_lock(load_recipe(sys.argv[1])):
         print("locked", flush=True)

@@ -14,8 +14,8 @@ import pytest
 from cli_cases import run_cli
 from tiny_runs import tiny_cache, write_recipe  # noqa: F401
 
-from tulu_lite import checkpoints as ckpt
-from tulu_lite.train import StopOnInterrupt
+from tulu_lite.train import checkpoints as ckpt
+from tulu_lite.train.callbacks import StopOnInterrupt
 
 
 def test_first_ctrl_c_asks_to_stop_and_the_second_aborts():

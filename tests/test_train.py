@@ -74,7 +74,8 @@ def test_lora_padding_free_token_budget_trains_only_lora(tmp_path):
     # The adapter loads with PEFT on a freshly rebuilt base and reproduces the trained model's behaviour.
     from peft import PeftModel
 
-    from tulu_lite.model import load_base_model, weights_sha256
+    from tulu_lite.model.loading import load_base_model
+    from tulu_lite.model.tiny import weights_sha256
 
     reloaded = load_recipe(tmp_path / "out" / "recipe.yaml")
     base = load_base_model(reloaded.model, reloaded.quantization)
@@ -173,7 +174,8 @@ def test_two_process_cpu_data_parallel(tmp_path):
 
 
 def test_pickle_weights_are_refused_unless_the_recipe_opts_in(tmp_path, llama_tokenizer):
-    from tulu_lite.model import build_tiny_llama, load_base_model
+    from tulu_lite.model.loading import load_base_model
+    from tulu_lite.model.tiny import build_tiny_llama
     from tulu_lite.recipe import ModelSettings
 
     model = build_tiny_llama(llama_tokenizer, hidden_size=32)

@@ -209,7 +209,8 @@ def train_command(
     loaded = load_recipe(recipe, set_)
     from transformers.utils import logging as hf_logging
 
-    from tulu_lite.train import TrainingStopped, check_logger, device_summary, train
+    from tulu_lite.train import TrainingStopped, train
+    from tulu_lite.train.report import check_logger, device_summary
 
     check_logger(loaded)  # (train checks it too) before the lines below promise a logger
     hf_logging.disable_progress_bar()  # the weights load in a blink; one bar (ours) is enough

@@ -142,7 +142,7 @@ class Plan:
 def plan(recipe: Recipe, *, with_data: bool = True, gpus: int = 1) -> Plan:
     """Token counts (when `with_data`) and the memory estimate for `recipe` on `gpus` GPUs (FSDP when > 1),
     reading only the model's config."""
-    from tulu_lite.model import load_recipe_tokenizer
+    from tulu_lite.model.loading import load_recipe_tokenizer
 
     if gpus < 1:
         raise TuluError(f"--gpus: expected a positive number of GPUs, got {gpus}")
@@ -150,7 +150,7 @@ def plan(recipe: Recipe, *, with_data: bool = True, gpus: int = 1) -> Plan:
     memory = estimate_memory(shapes, recipe, gpus=gpus, attention=planned_attention(recipe))
     result = Plan(recipe=recipe, shapes=shapes, memory=memory)
     if with_data:
-        from tulu_lite.train import encode_training_data
+        from tulu_lite.train.data import encode_training_data
 
         dataset, report = encode_training_data(recipe, load_recipe_tokenizer(recipe.model))
         result.data = data_stats(recipe, [len(ids) for ids in dataset["input_ids"]], report, gpus=gpus)
@@ -166,7 +166,7 @@ def planned_attention(recipe: Recipe) -> str:
 
     if not torch.cuda.is_available():
         return "sdpa"
-    from tulu_lite.model import resolve_attention
+    from tulu_lite.model.loading import resolve_attention
 
     return resolve_attention(recipe.model, recipe.quantization)
 
@@ -174,7 +174,8 @@ def planned_attention(recipe: Recipe) -> str:
 def model_shapes(recipe: Recipe) -> Shapes:
     """Read the model's config (config.json only, no weights); tiny-llama uses its embedded config."""
     if recipe.model.is_tiny:
-        from tulu_lite.model import load_recipe_tokenizer, tiny_llama_config
+        from tulu_lite.model.loading import load_recipe_tokenizer
+        from tulu_lite.model.tiny import tiny_llama_config
 
         tiny = recipe.model.tiny
         vocab = len(load_recipe_tokenizer(recipe.model))
@@ -344,7 +345,7 @@ def data_stats(recipe: Recipe, lengths: list[int], report, *, gpus: int = 1) -> 
     and accelerate gives every process the same number: accelerate/data_loader.py, `BatchSamplerShard`)."""
     t = recipe.training
     if t.max_tokens_per_batch is not None:
-        from tulu_lite.collate import token_budget_batches
+        from tulu_lite.train.collate import token_budget_batches
 
         micro = len(token_budget_batches(lengths, t.max_tokens_per_batch, seed=t.seed))
     else:

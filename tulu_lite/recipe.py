@@ -45,7 +45,7 @@ from tulu_lite.typed_yaml import (
     validation_problems,
 )
 
-TINY_LLAMA_NAME = "tiny-llama"  # same value as tulu_lite.model.TINY_LLAMA_NAME (kept torch-free here)
+TINY_LLAMA_NAME = "tiny-llama"  # also tulu_lite.model.tiny.TINY_LLAMA_NAME (kept torch-free here)
 # What a Hugging Face hub id can look like ("gpt2", "huggyllama/llama-7b"); anything else is a local path.
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

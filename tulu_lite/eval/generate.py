@@ -28,13 +28,13 @@ def load_model(model_dir: str | os.PathLike):
     """Load a causal LM and its tokenizer from a local HF checkpoint directory, ready for inference."""
     from transformers import AutoModelForCausalLM
 
-    from tulu_lite.model import check_model_dir
+    from tulu_lite.model.files import check_model_dir
 
     path = Path(model_dir)
     check_model_dir(path)  # a truncated or foreign directory is one line naming the file, before any loading
     tokenizer = load_tokenizer(path)
     if torch.cuda.is_available():  # bf16 where the GPU has it natively, fp16 on older GPUs (model.resolve_dtype)
-        from tulu_lite.model import resolve_dtype
+        from tulu_lite.model.loading import resolve_dtype
 
         placement = {"dtype": resolve_dtype("auto"), "device_map": "auto"}
     else:

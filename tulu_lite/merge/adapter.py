@@ -51,7 +51,7 @@ def read_adapter_dir(path: str | Path) -> AdapterDir:
     if not (path / "recipe.yaml").is_file():
         raise TuluError(f"{path}: no recipe.yaml, so the base and its quantization are unknown (train with tulu-lite)")
     from tulu_lite.json_files import read_json_object
-    from tulu_lite.model import check_safetensors
+    from tulu_lite.model.files import check_safetensors
 
     read_json_object(path / "adapter_config.json")  # PEFT would raise a bare JSONDecodeError
     if (path / "adapter_model.safetensors").is_file():
@@ -79,7 +79,8 @@ def base_config(adapter: AdapterDir, base: str | Path | None, console: Console) 
     rebuilt tiny LLaMA). A base that no longer matches it is refused, saying what differs, unless `--base` names
     the base to use explicitly (then the differences are only printed).
     """
-    from tulu_lite.model import check_model_dir, tiny_llama_dir, weights_sha256
+    from tulu_lite.model.files import check_model_dir
+    from tulu_lite.model.tiny import tiny_llama_dir, weights_sha256
 
     model_cfg = adapter.recipe.model
     if base is not None:
@@ -105,7 +106,7 @@ def base_config(adapter: AdapterDir, base: str | Path | None, console: Console) 
 
 def _base_differences(adapter: AdapterDir, model_cfg: ModelSettings) -> list[str]:
     """How the base at `model_cfg` differs from the fingerprint recorded at training (empty if none recorded)."""
-    from tulu_lite.model import (
+    from tulu_lite.model.files import (
         base_fingerprint,
         check_model_dir,
         fingerprint_differences,
@@ -129,6 +130,6 @@ def training_tokenizer(model_cfg: ModelSettings):
     ``legacy=False`` and tokenizes the text after a special token differently (after ``</s>``, "\n" instead of
     "▁\n"): the adapter dir's copy does not reproduce the training ids of multi-turn conversations.
     """
-    from tulu_lite.model import load_recipe_tokenizer
+    from tulu_lite.model.loading import load_recipe_tokenizer
 
     return load_recipe_tokenizer(model_cfg)

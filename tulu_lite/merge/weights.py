@@ -33,7 +33,7 @@ def choose_merge_dtype(name: str | None, device: torch.device) -> torch.dtype:
     """`--dtype`, checked; by default bf16 on a GPU that computes it natively, fp16 on older ones (V100, T4), fp32
     on CPU."""
     if name is None:
-        from tulu_lite.model import choose_dtype, native_bf16
+        from tulu_lite.model.loading import choose_dtype, native_bf16
 
         return choose_dtype("auto", cuda=device.type == "cuda", bf16_native=device.type == "cuda" and native_bf16())
     if name not in MERGE_DTYPES:
@@ -49,7 +49,7 @@ def computation_dtypes(adapter: AdapterDir, dtype: torch.dtype) -> list[torch.dt
     """The dtypes the reference and the merged model compute in: the merge dtype, and QLoRA's 4-bit compute dtype."""
     dtypes = [dtype]
     if adapter.quantized:
-        from tulu_lite.model import resolve_dtype
+        from tulu_lite.model.loading import resolve_dtype
 
         dtypes.append(resolve_dtype(adapter.recipe.quantization.compute_dtype))
     return dtypes
@@ -99,14 +99,15 @@ def _merge_lora(adapter, model_cfg, dtype, device, prompts, console):
 
 def _merge_qlora(adapter, model_cfg, dtype, prompts, console):
     """QLoRA: 4-bit base as trained + adapter (the reference), then dequantize and merge into those weights."""
-    from tulu_lite.model import load_base_model
+    from tulu_lite.model.loading import load_base_model
+    from tulu_lite.train.compat import use_training_matmul
 
     quant = adapter.recipe.quantization
     loading = f"loading the base in 4-bit as trained ({quant.quant_type}, double quant {quant.double_quant})"
     with stage(console, loading):
         device_map = {"": 0} if torch.cuda.is_available() else None
         base = load_base_model(model_cfg, quant, device_map=device_map)
-        _use_training_matmul(base)
+        use_training_matmul(base)
         model = load_adapter(base, adapter).eval()
     reference = _reference_logits(model, prompts, console)
     base = model.unload()  # the untouched 4-bit base; the adapter is loaded again after dequantization
@@ -148,7 +149,7 @@ def load_adapter(model, adapter: AdapterDir):
 
 def load_full_base(model_cfg: ModelSettings, dtype: torch.dtype, device: torch.device):
     """The recipe's base, not quantized, in `dtype` on `device` (tiny-llama is rebuilt from its seed)."""
-    from tulu_lite.model import load_base_model
+    from tulu_lite.model.loading import load_base_model
 
     # load_base_model refuses float16 on CPU (a training restriction); a float16 merge on CPU is merely slow.
     load_as = "float32" if dtype == torch.float16 and device.type == "cpu" else dtype_name(dtype)
@@ -157,20 +158,6 @@ def load_full_base(model_cfg: ModelSettings, dtype: torch.dtype, device: torch.d
 
 
 # ---- 4-bit layers ---------------------------------------------------------------------------------------------
-
-
-# TODO(lead): import from tulu_lite.train.compat
-def _use_training_matmul(model) -> None:
-    # bitsandbytes 0.50 (fused CPU kernel, bitsandbytes PR #1804) runs eval-mode CPU forwards of Linear4bit in
-    # bf16 on weights it repacks in place. That is not the computation training did (dequantize, then matmul in
-    # the compute dtype): it moved the tiny model's logits by ~1e-2 relative, and repacked weights no longer
-    # dequantize with `dequantize_4bit` (same family as bitsandbytes#2078). The reference must be the trained
-    # computation, so switch the fast path off; needed for as long as bitsandbytes enables it by default.
-    import bitsandbytes as bnb
-
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            module.support_avx512bf16_for_cpu = False
 
 
 def dequantize_4bit_layers(model, dtype: torch.dtype, device: torch.device) -> int:

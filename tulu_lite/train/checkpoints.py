@@ -5,7 +5,8 @@ Ctrl-C). Besides the Trainer's files (PEFT adapter, tokenizer, optimizer, schedu
 carries what `merge` needs to use it on its own: the resolved ``recipe.yaml``, ``base_model.json``, the metrics so
 far, and, when the best held-out evaluation was earlier, that adapter's weights (``best_adapter.safetensors``).
 ``checkpoint.json`` is written last and lists every file with its size: a checkpoint without it, or with a file of
-another size (a crash mid-save, a full disk, a truncated copy), is incomplete and never resumed from.
+another size (a crash mid-save, a full disk, a truncated copy), is incomplete and never resumed from. The
+extras and the manifest are written by `write_checkpoint_extras`, once the Trainer has saved its own files.
 
 `--resume` compares the checkpoint's recipe with the current one: what cannot continue the same run (the model,
 its quantization and LoRA, the data, the batch layout, the seed, the optimizer settings the checkpoint's
@@ -19,7 +20,6 @@ by SIGKILL), so a second run of the same output is refused at once instead of wr
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tulu_lite.errors import TuluError
-from tulu_lite.json_files import write_json
+from tulu_lite.json_files import read_json_object, write_json
 from tulu_lite.outputs import ensure_writable, os_reason
-from tulu_lite.recipe import Recipe, load_recipe
+from tulu_lite.recipe import Recipe, load_recipe, save_recipe
 
 CHECKPOINT_PREFIX = "checkpoint-"
 MANIFEST = "checkpoint.json"
@@ -67,8 +67,8 @@ def incomplete_reason(folder: Path) -> str | None:
     if not manifest.is_file():
         return f"no {MANIFEST} (the save did not finish)"
     try:
-        sizes = json.loads(manifest.read_text(encoding="utf-8"))["files"]
-    except (ValueError, KeyError, TypeError):
+        sizes = read_json_object(manifest)["files"]
+    except (TuluError, KeyError, TypeError):
         return f"{MANIFEST} is unreadable"
     for name, size in sizes.items():
         path = folder / name
@@ -87,7 +87,7 @@ def write_manifest(folder: Path, info: dict) -> None:
 
 
 def read_manifest(folder: Path) -> dict:
-    return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    return read_json_object(folder / MANIFEST)
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def clear_checkpoints(checkpoint_dir: Path) -> None:
             path.unlink()
 
 
-# ---- may this recipe continue that checkpoint? ------------------------------------------------------------------
+# ---- may this recipe continue that checkpoint? --------------------------------------------------------------------
 
 
 def _flat(value, prefix: str = "") -> dict[str, object]:
@@ -184,7 +184,34 @@ def describe_changes(changes: dict[str, tuple[object, object]]) -> str:
     return ", ".join(f"{key} {_show(old)} → {_show(new)}" for key, (old, new) in changes.items())
 
 
-# ---- one run per output ---------------------------------------------------------------------------------------
+# ---- what a checkpoint carries besides the Trainer's files --------------------------------------------------------
+
+
+def write_checkpoint_extras(trainer, folder: Path) -> None:
+    """What makes a checkpoint usable on its own (merge, eval, resume checks), then the manifest, last.
+
+    `trainer` is a stage's trainer: it carries `run` (`tulu_lite.train.run.RunContext`) and `best`
+    (`tulu_lite.train.heldout.BestAdapter`).
+    """
+    from tulu_lite.train.heldout import save_weights
+    from tulu_lite.train.report import base_record, plot_loss, summarise
+
+    run = trainer.run
+    save_recipe(run.recipe, folder / "recipe.yaml")
+    if run.base is None:
+        run.base = base_record(run.recipe, trainer.model)
+    write_json(folder / "base_model.json", run.base)
+    metrics = summarise(trainer)
+    write_json(folder / "metrics.json", metrics)
+    plot_loss(metrics, folder / "loss.png", title=f"{run.recipe.output_dir.name} at step {trainer.state.global_step}")
+    best = trainer.best
+    if best.weights is not None and best.step != trainer.state.global_step:
+        save_weights(best.weights, folder / BEST_ADAPTER)
+    write_manifest(folder, {"step": trainer.state.global_step, "max_steps": trainer.state.max_steps,
+                            "best_step": best.step})
+
+
+# ---- one run per output -------------------------------------------------------------------------------------------
 
 
 @contextmanager

@@ -34,7 +34,7 @@ def source_key(name: str) -> str:
     return f"{EVAL_LOSS}/{name}"
 
 
-# ---- which examples are held out -------------------------------------------------------------------------------
+# ---- which examples are held out ----------------------------------------------------------------------------------
 
 
 def split_heldout(dataset, fraction: float, seed: int):
@@ -83,7 +83,7 @@ def _trained(labels: list[int]) -> int:
     return sum(1 for label in labels[1:] if label != IGNORE_INDEX)
 
 
-# ---- the loss on them ------------------------------------------------------------------------------------------
+# ---- the loss on them ---------------------------------------------------------------------------------------------
 
 
 def eval_batches(lengths: list[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
@@ -106,7 +106,7 @@ def eval_batches(lengths: list[int], batch_size: int, max_tokens: int | None) ->
 def summed_nll(model, batch: dict) -> torch.Tensor:
     """The summed NLL of a batch's trained tokens, computed the way training computes it on this device.
 
-    CPU: the model's own cross-entropy (`num_items_in_batch=1` makes it a sum), as `TuluTrainer.compute_loss`.
+    CPU: the model's own cross-entropy (`num_items_in_batch=1` makes it a sum), as `TuluSFTTrainer.compute_loss`.
     GPU: TRL's fused LM head, as SFTTrainer's loss, which never builds the (tokens x vocab) logits.
     """
     device = model.get_input_embeddings().weight.device
@@ -139,7 +139,26 @@ def losses_from_sums(names: Iterable[str], sums: torch.Tensor) -> dict[str, floa
     return metrics
 
 
-# ---- the best adapter and early stopping -----------------------------------------------------------------------
+def heldout_metrics(trainer) -> dict[str, float]:
+    """The held-out losses of a stage's trainer's model as it is now, every process evaluating its share of the
+    batches (`trainer.run` holds the held-out sets and the recipe)."""
+    sets, training = trainer.run.data.heldout, trainer.run.recipe.training
+    model, accelerator = trainer.model, trainer.accelerator
+    was_training = model.training
+    model.eval()
+    try:
+        with accelerator.autocast():
+            sums = heldout_sums(model, sets, trainer.data_collator, batch_size=training.per_device_batch_size,
+                                max_tokens=training.max_tokens_per_batch, rank=accelerator.process_index,
+                                world_size=accelerator.num_processes)
+    finally:
+        model.train(was_training)
+    if accelerator.num_processes > 1:
+        sums = accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu()
+    return losses_from_sums(sets.keys(), sums)
+
+
+# ---- the best adapter and early stopping --------------------------------------------------------------------------
 
 
 @dataclass
@@ -173,16 +192,15 @@ class BestAdapter:
         for name, value in self.weights.items():
             parameters[name].data.copy_(value.to(parameters[name].device))
 
-    @classmethod
-    def from_history(cls, log_history: list[dict], best_step: int | None, weights: dict | None) -> BestAdapter:
-        """Rebuild the tracker of a resumed run from the Trainer's log history."""
+    def resume(self, log_history: list[dict], best_step: int | None, weights: dict | None) -> None:
+        """Become the tracker of a resumed run: its best evaluation and the evaluations since, from the Trainer's
+        log history (`weights`: that evaluation's adapter, from the checkpoint)."""
         evals = [entry for entry in log_history if EVAL_LOSS in entry and entry.get("step", 0) > 0]
-        best = cls()
+        self.step, self.loss, self.weights = None, math.inf, None
         for entry in evals:
             if entry["step"] == best_step:
-                best.step, best.loss, best.weights = best_step, entry[EVAL_LOSS], weights
-        best.evals_since = sum(1 for entry in evals if best.step is not None and entry["step"] > best.step)
-        return best
+                self.step, self.loss, self.weights = best_step, entry[EVAL_LOSS], weights
+        self.evals_since = sum(1 for entry in evals if self.step is not None and entry["step"] > self.step)
 
 
 def trainable_weights(model) -> dict[str, torch.Tensor]:

@@ -158,8 +158,9 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     The batches are built once, so `len()` (which Trainer uses to size the LR schedule) never changes and a
     resumed run replays the same batches; their order is reshuffled every epoch by `set_epoch`, which
-    `tulu_lite.train.SamplerEpoch` calls at every epoch start (Trainer's own call does not reach the sampler once
-    accelerate has wrapped it twice: `BatchSamplerShard` for data parallel, then `SkipBatchSampler` on resume).
+    `tulu_lite.train.callbacks.SamplerEpoch` calls at every epoch start (Trainer's own call does not reach the
+    sampler once accelerate has wrapped it twice: `BatchSamplerShard` for data parallel, then `SkipBatchSampler` on
+    resume).
     Under data parallel accelerate deals the batches out in turn (batch k to process k mod N), so every process
     must see the same order: it depends only on the seed and the epoch. Gradient accumulation over batches of
     different sizes stays exact because Trainer normalizes the loss by `num_items_in_batch`, the label count over

@@ -33,7 +33,8 @@ def load_model(model_dir: str | os.PathLike):
     path = Path(model_dir)
     check_model_dir(path)  # a truncated or foreign directory is one line naming the file, before any loading
     tokenizer = load_tokenizer(path)
-    if torch.cuda.is_available():  # bf16 where the GPU has it natively, fp16 on older GPUs (model.resolve_dtype)
+    # bf16 where the GPU has it natively, fp16 on older GPUs (tulu_lite.model.loading.resolve_dtype)
+    if torch.cuda.is_available():
         from tulu_lite.model.loading import resolve_dtype
 
         placement = {"dtype": resolve_dtype("auto"), "device_map": "auto"}

@@ -22,7 +22,7 @@ one aborts at once. Under `accelerate launch` every process trains its shard of 
 process 0 writes; with an FSDP config (recipes/accelerate/fsdp.yaml) the weights, LoRA state and optimizer are
 sharded across the processes too, and the adapter is gathered onto process 0 to be written.
 
-The package, in the order data flows (a stage is `train`'s sequence below with its own trainer):
+The package, in the order data flows through a run:
 
     devices.py      processes and devices: the process group, where the base goes, FSDP gathering
     run.py          the output location, where the run starts (fresh or a checkpoint), RunContext
@@ -36,8 +36,8 @@ The package, in the order data flows (a stage is `train`'s sequence below with i
     compat.py       version workarounds, each with its "remove when"
 
 A preference-tuning stage (DPO) goes beside `trainer.py` as `preference.py` (a DPOTrainer subclass carrying `run`
-and `best`, and the DPOConfig mapping) and runs through `_run_stage` like SFT: same lock, locations, resume,
-callbacks, held-out evaluation, checkpoints and report.
+and `best`, and the DPOConfig mapping), with a `_train_preferences` beside `_train_sft` below that builds it and
+hands it to `_run_stage`: the same lock, locations, resume, callbacks, held-out evaluation, checkpoints and report.
 """
 
 from __future__ import annotations

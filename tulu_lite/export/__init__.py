@@ -64,7 +64,7 @@ def export(model_dir: str | Path, out: str | Path, gguf_type: str = "f16", *, fo
     model_dir, out = Path(model_dir), Path(out)
     check_gguf_type(gguf_type)
     _check_out(out, model_dir, force=force)
-    from tulu_lite.model import check_model_dir
+    from tulu_lite.model.files import check_model_dir
 
     check_model_dir(model_dir)
     config = _load_config(model_dir)

@@ -125,6 +125,8 @@ class DataSource(_Section):
     repository folder) or `hub` (a Hugging Face dataset id). A plain string is a path, ``hf:ID`` (or
     ``hf:ID:SPLIT``) a hub dataset. Rows need a list of turns in column `messages`; a turn's role and text are read
     from its keys `role` and `content`, and `roles` renames role values (e.g. ShareGPT's ``human``/``gpt``).
+    Preference pairs (``stage: dpo``) are read from columns `chosen` and `rejected` (message lists, or completion
+    strings after a `prompt`: see `tulu_lite.data.pairs`), turns mapped the same way.
     """
 
     path: Path | None = None
@@ -133,6 +135,9 @@ class DataSource(_Section):
     subset: str | None = None  # the hub dataset's configuration name (load_dataset's `name`)
     revision: str | None = None
     messages: str = "messages"
+    chosen: str = "chosen"  # preference pairs: the preferred side,
+    rejected: str = "rejected"  # the other side,
+    prompt: str = "prompt"  # and the prompt when the sides are completions only (TRL's format)
     role: str = "role"
     content: str = "content"
     roles: dict[str, Literal["system", "user", "assistant"]] = Field(default_factory=dict)

@@ -15,8 +15,8 @@ from tiny_runs import tiny_cache  # noqa: F401  (keeps built tiny bases out of t
 from tulu_lite.data.encode import IGNORE_INDEX
 from tulu_lite.data.pairs import encode_pairs_dataset
 from tulu_lite.errors import TuluError
-from tulu_lite.heldout import split_heldout
-from tulu_lite.model import load_base_model, load_recipe_tokenizer
+from tulu_lite.train.heldout import split_heldout
+from tulu_lite.model.loading import load_base_model, load_recipe_tokenizer
 from tulu_lite.preference import (
     PairCollator,
     PreferenceTrainer,

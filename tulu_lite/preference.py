@@ -44,7 +44,7 @@ from trl import DPOConfig, DPOTrainer
 from tulu_lite.data.encode import IGNORE_INDEX
 from tulu_lite.data.pairs import PAIR_COLUMNS, SIDES
 from tulu_lite.errors import TuluError
-from tulu_lite.heldout import EVAL_LOSS, eval_batches
+from tulu_lite.train.heldout import EVAL_LOSS, eval_batches
 from tulu_lite.recipe import Recipe
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")  # TRL's names for precomputed reference log-probs
@@ -268,8 +268,8 @@ def dpo_config(recipe: Recipe, *, evaluate: bool = False, eval_on_start: bool = 
     with ``reference: base`` the reference (adapter disabled) has no LoRA dropout and ``lora.dropout`` applies to the
     policy, as in open-instruct's QLoRA DPO script.
     """
-    from tulu_lite.model import resolve_dtype
-    from tulu_lite.train import DDP_TIMEOUT_S
+    from tulu_lite.model.loading import resolve_dtype
+    from tulu_lite.train.devices import DDP_TIMEOUT_S
 
     t, dpo = recipe.training, recipe.dpo
     if dpo is None:
@@ -324,7 +324,7 @@ def policy_model(recipe: Recipe, base):
     ``dpo.adapter``, trainable (``reference: adapter``; its own LoRA settings, not the recipe's ``lora``)."""
     from transformers import set_seed
 
-    from tulu_lite.model import add_lora
+    from tulu_lite.model.loading import add_lora
 
     if recipe.dpo.reference == "base":
         set_seed(recipe.training.seed)  # LoRA A is initialised randomly: the same recipe starts from the same adapter
@@ -360,7 +360,7 @@ def make_preference_trainer(recipe: Recipe, model, tokenizer, train_dataset, hel
     TRL casts a quantized model's trainable LoRA weights to bf16 (pending peft#2889); they are put back exactly as
     they were (fp32), so an SFT adapter and its frozen reference copy start identical.
     """
-    from tulu_lite.heldout import trainable_weights
+    from tulu_lite.train.heldout import trainable_weights
 
     before = trainable_weights(model)
     heldout = dict(heldout or {})
@@ -390,7 +390,7 @@ def _pad_id(tokenizer) -> int:
 
 def _use_training_matmul(model) -> None:
     # Same switch as tulu_lite.train._use_training_matmul (bitsandbytes' fused CPU eval kernel has no autograd).
-    from tulu_lite.train import _use_training_matmul as switch
+    from tulu_lite.train.compat import use_training_matmul as switch
 
     switch(model)
 
@@ -414,7 +414,7 @@ class ReferenceCache:
 
 def reference_cache(recipe: Recipe, folder: Path | None = None) -> ReferenceCache:
     """The cache of a recipe's reference: in `folder`, default ``$TULU_LITE_CACHE/reference-logps``."""
-    from tulu_lite.model import _cache_root
+    from tulu_lite.model.tiny import _cache_root
 
     return ReferenceCache(Path(folder) if folder is not None else _cache_root() / "reference-logps",
                           reference_model_key(recipe))
@@ -427,14 +427,9 @@ def reference_model_key(recipe: Recipe) -> str:
     import transformers
     import trl
 
-    from tulu_lite.model import (
-        base_fingerprint,
-        model_files_dir,
-        resolve_attention,
-        resolve_dtype,
-        tiny_llama_dir,
-        weights_sha256,
-    )
+    from tulu_lite.model.files import base_fingerprint, model_files_dir
+    from tulu_lite.model.loading import resolve_attention, resolve_dtype
+    from tulu_lite.model.tiny import tiny_llama_dir, weights_sha256
 
     model = recipe.model
     if model.is_tiny:

@@ -15,7 +15,6 @@ from tiny_runs import tiny_cache  # noqa: F401  (keeps built tiny bases out of t
 from tulu_lite.data.encode import IGNORE_INDEX
 from tulu_lite.data.pairs import encode_pairs_dataset
 from tulu_lite.errors import TuluError
-from tulu_lite.train.heldout import split_heldout
 from tulu_lite.model.loading import load_base_model, load_recipe_tokenizer
 from tulu_lite.preference import (
     PairCollator,
@@ -27,6 +26,7 @@ from tulu_lite.preference import (
     policy_model,
 )
 from tulu_lite.recipe import Recipe
+from tulu_lite.train.heldout import split_heldout
 
 DEMO_PAIRS = Path(__file__).resolve().parents[1] / "tulu_lite" / "assets" / "demo" / "preferences.jsonl"
 

@@ -44,8 +44,8 @@ from trl import DPOConfig, DPOTrainer
 from tulu_lite.data.encode import IGNORE_INDEX
 from tulu_lite.data.pairs import PAIR_COLUMNS, SIDES
 from tulu_lite.errors import TuluError
-from tulu_lite.train.heldout import EVAL_LOSS, eval_batches
 from tulu_lite.recipe import Recipe
+from tulu_lite.train.heldout import EVAL_LOSS, eval_batches
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")  # TRL's names for precomputed reference log-probs
 # Bump when what the cached reference log-probs mean changes (how they are computed from the same model and data).

@@ -16,15 +16,14 @@ from tulu_lite.data.encode import IGNORE_INDEX
 from tulu_lite.data.pairs import encode_pairs_dataset
 from tulu_lite.errors import TuluError
 from tulu_lite.model.loading import load_base_model, load_recipe_tokenizer
-from tulu_lite.preference import (
+from tulu_lite.train.preference import (
     PairCollator,
     PreferenceTrainer,
     dpo_config,
     heldout_preference_metrics,
-    load_sft_adapter,
     make_preference_trainer,
-    policy_model,
 )
+from tulu_lite.train.reference import load_sft_adapter, policy_model
 from tulu_lite.recipe import Recipe
 from tulu_lite.train.heldout import split_heldout
 

@@ -29,8 +29,6 @@ rewards ``beta x log-ratio`` (per token for the length-normalised losses, as tho
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import types
 from collections.abc import Sequence
@@ -45,12 +43,17 @@ from tulu_lite.data.encode import IGNORE_INDEX
 from tulu_lite.data.pairs import PAIR_COLUMNS, SIDES
 from tulu_lite.errors import TuluError
 from tulu_lite.recipe import Recipe
-from tulu_lite.train.heldout import EVAL_LOSS, eval_batches
-
-REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")  # TRL's names for precomputed reference log-probs
-# Bump when what the cached reference log-probs mean changes (how they are computed from the same model and data).
-_REFERENCE_CACHE_VERSION = "1"
-
+from tulu_lite.train.heldout import EVAL_LOSS, eval_batches, trainable_weights
+from tulu_lite.train.reference import (
+    REF_COLUMNS,
+    ReferenceCache,
+    capture_log_probs,
+    reference_cache,
+    summed_log_probs,
+    with_reference_logps,
+)
+from tulu_lite.train.run import RunContext, Start
+from tulu_lite.train.stage import StageTrainer
 
 # ---- batches ----------------------------------------------------------------------------------------------------
 
@@ -89,7 +92,7 @@ class PairCollator:
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
         for column in REF_COLUMNS:
             if column in features[0]:
-                batch[column] = torch.tensor([feature[column] for feature in features], dtype=torch.float32)
+                batch[column] = torch.tensor([feature[column] for feature in features], dtype=torch.float64)
         return batch
 
 
@@ -126,17 +129,25 @@ def reward_accuracy(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tenso
 # ---- the trainer ------------------------------------------------------------------------------------------------
 
 
-class PreferenceTrainer(DPOTrainer):
-    """TRL's DPOTrainer on pre-encoded pairs (see the module docstring).
+class PreferenceTrainer(StageTrainer, DPOTrainer):
+    """TRL's DPOTrainer on pre-encoded pairs (see the module docstring), plus what every stage adds
+    (`StageTrainer`: run, best adapter, early stopping on the held-out DPO loss, token counts, checkpoints).
 
     `reference` is the recipe's ``dpo.reference``; `reference_cache` (``dpo.precompute_reference``) precomputes the
     reference log-probabilities of the training and held-out pairs, through the cache. After each loss computation
     `last_pairs` holds the batch's `PairLogps`.
+
+    TRL casts a quantized model's trainable LoRA weights to bf16 (pending peft#2889); they are put back exactly as
+    they were (fp32), so an SFT adapter and its frozen reference copy start identical.
     """
 
-    def __init__(self, *args, reference: str = "base", reference_cache: ReferenceCache | None = None,
+    def __init__(self, *, reference: str = "base", reference_cache: ReferenceCache | None = None,
                  normalised_rewards: bool = False, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+        before = trainable_weights(kwargs["model"])
+        super().__init__(**kwargs)
+        parameters = dict(self.model.named_parameters())
+        for name, value in before.items():
+            parameters[name].data = value.to(parameters[name].device)
         self.reference = reference
         self.normalised_rewards = normalised_rewards
         self.last_pairs: PairLogps | None = None
@@ -158,6 +169,14 @@ class PreferenceTrainer(DPOTrainer):
             if "ref" in self.model.peft_config:
                 self.model.delete_adapter("ref")  # the reference never sits in memory
 
+    def heldout_metrics(self) -> dict[str, float]:
+        return heldout_preference_metrics(self)
+
+    # The three private overrides below are TRL 1.16's only ways in: DPOTrainer has no public switch to skip its
+    # own tokenisation (`_prepare_dataset`), to keep our pre-encoded columns (`_set_signature_columns_if_needed`),
+    # or to read the per-pair log-probabilities its loss computes (`_compute_loss`). Remove each when TRL offers
+    # the public equivalent (pre-tokenized DPO datasets with a completion mask; returned per-pair log-probs).
+
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         """Our pairs are already tokenized, truncated and masked by `tulu_lite.data.pairs`: keep them as they are."""
         missing = [name for name in PAIR_COLUMNS if name not in dataset.column_names]
@@ -173,17 +192,8 @@ class PreferenceTrainer(DPOTrainer):
     def _compute_loss(self, model, inputs, return_outputs):
         """TRL's loss, keeping the per-pair log-probabilities it computes (a forward hook reads the per-token
         log-probs of the policy call and, without precomputed values, of the reference call that follows it)."""
-        captured: list[torch.Tensor] = []
-
-        def keep(module, args, kwargs, output):
-            if kwargs.get("fused_lm_head"):
-                captured.append(output.log_probs.detach())
-
-        handle = self.model.register_forward_hook(keep, with_kwargs=True)
-        try:
+        with capture_log_probs(self.model) as captured:
             result = super()._compute_loss(model, inputs, return_outputs)
-        finally:
-            handle.remove()
         self.last_pairs = self._pair_logps(inputs, captured)
         self._replace_reward_metrics(self.last_pairs)
         return result
@@ -194,11 +204,11 @@ class PreferenceTrainer(DPOTrainer):
         if len(captured) != expected:
             raise RuntimeError(f"PreferenceTrainer: expected {expected} fused forward(s) per loss, saw "
                                f"{len(captured)} (has TRL's DPOTrainer._compute_loss changed?)")
-        policy = captured[0][:, -mask.size(1):].double().sum(dim=1)
+        policy = summed_log_probs(captured[0], mask)
         if self.precompute_ref_logps:
             reference = torch.cat([inputs[REF_COLUMNS[0]], inputs[REF_COLUMNS[1]]]).double()
         else:
-            reference = captured[1][:, -mask.size(1):].double().sum(dim=1)
+            reference = summed_log_probs(captured[1], mask)
         counts = mask.sum(dim=1).double()
         chosen, rejected = policy.chunk(2)
         ref_chosen, ref_rejected = reference.to(policy.device).chunk(2)
@@ -319,218 +329,38 @@ def dpo_config(recipe: Recipe, *, evaluate: bool = False, eval_on_start: bool = 
     )
 
 
-def policy_model(recipe: Recipe, base):
-    """The model DPO trains: a new LoRA adapter on the base (``reference: base``), or the SFT adapter at
-    ``dpo.adapter``, trainable (``reference: adapter``; its own LoRA settings, not the recipe's ``lora``)."""
-    from transformers import set_seed
-
-    from tulu_lite.model.loading import add_lora
-
-    if recipe.dpo.reference == "base":
-        set_seed(recipe.training.seed)  # LoRA A is initialised randomly: the same recipe starts from the same adapter
-        return add_lora(base, recipe.lora)
-    return load_sft_adapter(base, recipe.dpo.adapter, recipe.where("dpo", "adapter"), recipe.model.name_or_path)
-
-
-def load_sft_adapter(base, adapter: Path, key: str, base_name: str | None = None):
-    """The SFT adapter at `adapter` on `base`, trainable; refused (one line) when it is not an adapter directory or
-    was trained on another base (its ``base_model.json``)."""
-    from peft import PeftModel
-
-    from tulu_lite.json_files import read_json_object
-
-    adapter = Path(adapter)
-    if not (adapter / "adapter_config.json").is_file():
-        raise TuluError(f"{key}: {adapter}: not an adapter directory (no adapter_config.json); give the output_dir "
-                        f"of an SFT run")
-    record = adapter / "base_model.json"
-    if base_name is not None and record.is_file():
-        trained_on = read_json_object(record).get("name_or_path")
-        if trained_on not in (None, base_name):
-            raise TuluError(f"{key}: {adapter} was trained on {trained_on}, not on model.name_or_path {base_name}")
-    return PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
-
-
-def make_preference_trainer(recipe: Recipe, model, tokenizer, train_dataset, heldout: dict | None = None,
-                            callbacks: Sequence[TrainerCallback] = (), *, cache_folder: Path | None = None,
+def make_preference_trainer(recipe: Recipe, model, tokenizer, data, heldout: dict | None = None,
+                            callbacks: Sequence[TrainerCallback] = (), *, start: Start | None = None,
+                            cache_folder: Path | None = None,
                             trainer_class: type[PreferenceTrainer] = PreferenceTrainer) -> PreferenceTrainer:
-    """A PreferenceTrainer for the recipe: encoded training pairs, held-out pairs per source (evaluated with
-    `heldout_preference_metrics` by the caller's `evaluate`), the reference and its cache as the recipe says.
+    """A PreferenceTrainer for the recipe: `data` is the run's `TrainingData` (encoded training pairs and held-out
+    pairs per source), or a dataset of encoded pairs with `heldout` beside it; the reference and its cache as the
+    recipe says (`cache_folder` default: `tulu_lite.train.reference.reference_cache`'s)."""
+    from tulu_lite.data.pairs import EncodedPairsReport
+    from tulu_lite.train.data import TrainingData
 
-    TRL casts a quantized model's trainable LoRA weights to bf16 (pending peft#2889); they are put back exactly as
-    they were (fp32), so an SFT adapter and its frozen reference copy start identical.
-    """
-    from tulu_lite.train.heldout import trainable_weights
-
-    before = trainable_weights(model)
-    heldout = dict(heldout or {})
+    if not isinstance(data, TrainingData):
+        data = TrainingData(data, EncodedPairsReport(), dict(heldout or {}))
+    start = start or Start()
     cache = reference_cache(recipe, cache_folder) if recipe.dpo.precompute_reference else None
-    trainer = trainer_class(
+    evaluate = bool(data.heldout)
+    return trainer_class(
+        run=RunContext(recipe, data, start),
         model=model,
-        args=dpo_config(recipe, evaluate=bool(heldout)),
+        args=dpo_config(recipe, evaluate=evaluate, eval_on_start=start.checkpoint is None),
         data_collator=PairCollator(pad_token_id=_pad_id(tokenizer)),
-        train_dataset=train_dataset,
-        eval_dataset=heldout or None,
+        train_dataset=data.train,
+        eval_dataset=dict(data.heldout) if evaluate else None,
         processing_class=tokenizer,
         callbacks=list(callbacks),
         reference=recipe.dpo.reference,
         reference_cache=cache,
         normalised_rewards=recipe.dpo.length_normalised,
     )
-    parameters = dict(trainer.model.named_parameters())
-    for name, value in before.items():
-        parameters[name].data = value.to(parameters[name].device)
-    _use_training_matmul(trainer.model)
-    return trainer
 
 
 def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
-def _use_training_matmul(model) -> None:
-    # Same switch as tulu_lite.train._use_training_matmul (bitsandbytes' fused CPU eval kernel has no autograd).
-    from tulu_lite.train.compat import use_training_matmul as switch
-
-    switch(model)
-
-
-# ---- reference log-probs, precomputed and cached ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ReferenceCache:
-    """Where precomputed reference log-probs live: ``folder/<key>.safetensors``, the key made of the reference
-    model's identity (`model_key`) and the token ids and labels of the pairs."""
-
-    folder: Path
-    model_key: str
-
-    def path(self, dataset) -> Path:
-        digest = hashlib.sha256(f"{_REFERENCE_CACHE_VERSION}|{self.model_key}|".encode())
-        digest.update(pairs_fingerprint(dataset).encode())
-        return self.folder / f"{digest.hexdigest()[:40]}.safetensors"
-
-
-def reference_cache(recipe: Recipe, folder: Path | None = None) -> ReferenceCache:
-    """The cache of a recipe's reference: in `folder`, default ``$TULU_LITE_CACHE/reference-logps``."""
-    from tulu_lite.model.tiny import _cache_root
-
-    return ReferenceCache(Path(folder) if folder is not None else _cache_root() / "reference-logps",
-                          reference_model_key(recipe))
-
-
-def reference_model_key(recipe: Recipe) -> str:
-    """What determines the reference model's log-probs: the base (its weights fingerprint), how it is loaded
-    (dtype, attention, 4-bit settings), the SFT adapter's files with ``reference: adapter``, the libraries and the
-    device kind. Cheap even for a 65B base (`tulu_lite.model.base_fingerprint` samples the weights)."""
-    import transformers
-    import trl
-
-    from tulu_lite.model.files import base_fingerprint, model_files_dir
-    from tulu_lite.model.loading import resolve_attention, resolve_dtype
-    from tulu_lite.model.tiny import tiny_llama_dir, weights_sha256
-
-    model = recipe.model
-    if model.is_tiny:
-        weights = weights_sha256(tiny_llama_dir(model))
-    else:
-        directory = model_files_dir(model.name_or_path)
-        weights = base_fingerprint(directory) if directory is not None else None
-    identity = {
-        "base": model.name_or_path, "weights": weights, "dtype": str(resolve_dtype(model.dtype)),
-        "attention": resolve_attention(model, recipe.quantization),
-        "quantization": recipe.quantization.model_dump(mode="json") if recipe.quantization else None,
-        "reference": recipe.dpo.reference,
-        "adapter": _files_sha256(recipe.dpo.adapter) if recipe.dpo.reference == "adapter" else None,
-        "versions": [torch.__version__, transformers.__version__, trl.__version__],
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _files_sha256(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
-        path = Path(folder) / name
-        if path.is_file():
-            digest.update(name.encode())
-            with path.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()
-
-
-def pairs_fingerprint(dataset) -> str:
-    """A content hash of encoded pairs (their token ids and labels, in order): what the cached values belong to."""
-    import pyarrow.compute as pc
-
-    digest = hashlib.sha256()
-    for table in dataset.select_columns(list(PAIR_COLUMNS)).with_format("arrow").iter(batch_size=4096):
-        for name in PAIR_COLUMNS:
-            column = table.column(name)
-            digest.update(pc.list_value_length(column).to_numpy(zero_copy_only=False).tobytes())
-            digest.update(pc.list_flatten(column).to_numpy(zero_copy_only=False).tobytes())
-    return digest.hexdigest()
-
-
-def with_reference_logps(trainer: PreferenceTrainer, dataset, name: str, cache: ReferenceCache):
-    """`dataset` with TRL's ``ref_chosen_logps`` / ``ref_rejected_logps`` columns: read from the cache, or computed
-    (every process its share of the batches) and written there by the main process."""
-    from safetensors.torch import load_file
-
-    path = cache.path(dataset)
-    accelerator = trainer.accelerator
-    if path.is_file():
-        values = load_file(str(path))
-    else:
-        chosen, rejected = compute_reference_logps(trainer, dataset)
-        values = {"chosen": chosen, "rejected": rejected}
-        if accelerator.is_main_process:
-            _write_cache(path, values, name)
-        accelerator.wait_for_everyone()
-    if values["chosen"].numel() != len(dataset):
-        raise TuluError(f"{path}: holds {values['chosen'].numel()} reference log-probs for {len(dataset)} pairs "
-                        f"(delete it to recompute)")
-    for column, side in zip(REF_COLUMNS, SIDES):
-        dataset = dataset.add_column(column, values[side].tolist())
-    return dataset
-
-
-def _write_cache(path: Path, values: dict[str, torch.Tensor], name: str) -> None:
-    from safetensors.torch import save
-
-    from tulu_lite.outputs import atomic_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path, "wb") as handle:
-        handle.write(save({key: value.contiguous() for key, value in values.items()}, metadata={"dataset": name}))
-
-
-@torch.no_grad()
-def compute_reference_logps(trainer: PreferenceTrainer, dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """The summed reference log-probs of every pair of `dataset` (TRL's `compute_ref_log_probs`: the frozen "ref"
-    adapter, or the adapter disabled), the model in eval mode; batches by length, spread over the processes."""
-    accelerator = trainer.accelerator
-    model = trainer.model
-    chosen = torch.zeros(len(dataset), dtype=torch.float64)
-    rejected = torch.zeros(len(dataset), dtype=torch.float64)
-    lengths = [len(c) + len(r) for c, r in zip(dataset["chosen_input_ids"], dataset["rejected_input_ids"])]
-    batch_size = trainer.args.precompute_ref_batch_size or trainer.args.per_device_eval_batch_size
-    was_training = model.training
-    model.eval()
-    try:
-        for indices in eval_batches(lengths, batch_size, None)[accelerator.process_index::accelerator.num_processes]:
-            batch = trainer._prepare_inputs(trainer.data_collator([dataset[index] for index in indices]))
-            ref_chosen, ref_rejected = trainer.compute_ref_log_probs(model, batch)
-            chosen[indices] = ref_chosen.double().cpu()
-            rejected[indices] = ref_rejected.double().cpu()
-    finally:
-        model.train(was_training)
-    if accelerator.num_processes > 1:
-        both = accelerator.reduce(torch.stack([chosen, rejected]).to(accelerator.device), reduction="sum").cpu()
-        chosen, rejected = both[0], both[1]
-    return chosen.float(), rejected.float()
 
 
 # ---- held-out metrics -------------------------------------------------------------------------------------------
@@ -605,3 +435,49 @@ def heldout_preference_metrics(trainer: PreferenceTrainer, sets: dict | None = N
     sets = sets if sets is not None else trainer.eval_dataset
     sums = preference_sums(trainer, sets, batch_size=trainer.args.per_device_eval_batch_size)
     return preference_metrics_from_sums(sets.keys(), sums)
+
+
+# ---- in metrics.json and on screen ------------------------------------------------------------------------------
+
+_ACCURACY, _MARGIN = "eval_rewards/accuracies", "eval_rewards/margins"
+
+
+def preference_history(history: list[dict], log_history: list[dict], names) -> list[dict]:
+    """metrics.json's held-out history of a dpo run: each evaluation's record (step, loss, loss per source) plus its
+    reward accuracy and margin, overall and per source."""
+    names = list(names)
+    evaluations = {entry["step"]: entry for entry in log_history if EVAL_LOSS in entry}
+    for record in history:
+        entry = evaluations.get(record["step"], {})
+        record["reward_accuracy"], record["reward_margin"] = entry.get(_ACCURACY), entry.get(_MARGIN)
+        record["sources_reward_accuracy"] = {name: entry.get(f"{_ACCURACY}/{name}") for name in names}
+        record["sources_reward_margin"] = {name: entry.get(f"{_MARGIN}/{name}") for name in names}
+    return history
+
+
+def reward_table(metrics: dict):
+    """Held-out reward accuracy and margin per source: before training, at the best evaluation, at the last one."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    history = metrics["heldout"]["history"]
+    columns = [("step 0", next((entry for entry in history if entry["step"] == 0), None)),
+               (f"best: {metrics['best_step']}", next((e for e in history if e["step"] == metrics["best_step"]), None)),
+               (f"last: {history[-1]['step']}", history[-1])]
+    columns = [(title, entry) for title, entry in columns if entry is not None]
+    table = Table(title="held-out reward accuracy / margin by step")
+    for title in ("source", "pairs", *(title for title, _ in columns)):
+        table.add_column(title, justify="left" if title == "source" else "right")
+
+    def cell(accuracy, margin) -> str:
+        return "" if accuracy is None else f"{accuracy:.2f} / {margin:+.3f}"
+
+    for name, size in metrics["heldout"]["sources"].items():
+        table.add_row(escape(name), f"{size['examples']:,}",
+                      *(cell(entry["sources_reward_accuracy"].get(name), entry["sources_reward_margin"].get(name))
+                        for _, entry in columns))
+    table.add_section()
+    pairs = sum(size["examples"] for size in metrics["heldout"]["sources"].values())
+    table.add_row("overall", f"{pairs:,}", *(cell(entry["reward_accuracy"], entry["reward_margin"])
+                                              for _, entry in columns))
+    return table

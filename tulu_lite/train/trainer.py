@@ -3,8 +3,8 @@ our assistant-only collator, held-out evaluation per source, best-adapter tracki
 self-contained checkpoints.
 
 Importing this module imports TRL (seconds): `tulu_lite.train.train` imports it only when it trains, so the CLI
-and `tulu-lite plan` start without it. A preference stage would sit beside it (`preference.py`: a DPOTrainer
-subclass and the DPOConfig mapping) and reuse the rest of the package.
+and `tulu-lite plan` start without it. The preference stage sits beside it (`preference.py`); what both add to
+TRL's trainers is `stage.StageTrainer`.
 """
 
 from __future__ import annotations

@@ -72,3 +72,18 @@ def test_cli_reports_a_bad_recipe_in_red_with_exit_code_2(tmp_path):
     assert done.returncode == 2
     assert "error:" in done.stderr and f"{bad}:4: traning: unknown key (did you mean 'training'?)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_dpo_recipes_carry_the_reference_numbers():
+    demo = load_recipe(RECIPES / "demo-dpo.yaml")
+    assert demo.stage == "dpo" and demo.model.is_tiny and demo.data.eval_fraction
+    tulu2 = load_recipe(RECIPES / "tulu2_dpo_7b_qlora.yaml")
+    t = tulu2.training
+    assert (tulu2.lora.r, tulu2.lora.alpha, tulu2.lora.dropout) == (64, 16, 0.1)
+    assert (t.learning_rate, t.warmup_ratio, t.epochs, tulu2.data.max_seq_length) == (1e-4, 0.03, 5, 1024)
+    assert t.per_device_batch_size * t.gradient_accumulation_steps == 128
+    assert (tulu2.dpo.beta, tulu2.dpo.loss_type, tulu2.dpo.reference) == (0.1, "sigmoid", "base")
+    tulu3 = load_recipe(RECIPES / "tulu3_dpo_llama31_8b.yaml")
+    assert (tulu3.dpo.loss_type, tulu3.dpo.beta, tulu3.training.epochs) == ("sigmoid_norm", 5.0, 1)
+    assert tulu3.model.chat_template == "native" and "Llama-3.1-8B" in tulu3.model.name_or_path
+    assert "STARTING POINT" in (RECIPES / "tulu3_dpo_llama31_8b.yaml").read_text().split("\nstage:")[0]

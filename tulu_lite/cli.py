@@ -54,6 +54,11 @@ def inspect(
         raise TuluError(f"--template: expected tulu or native, got {template!r}")
     source = parse_input(file)
     tok = load_tokenizer(tokenizer or BUNDLED_LLAMA_TOKENIZER)
+    from tulu_lite.data.pairs import looks_like_pairs
+
+    if looks_like_pairs(source):
+        _inspect_pairs(source, tok, template, max_seq_length, n)
+        return
     totals = inspect_file(source, tok, template, max_seq_length, show=n)
     if totals.examples == 0:
         _warn(f"{source.label}: holds no conversation (the file is empty)")
@@ -67,6 +72,31 @@ def inspect(
     table.add_row(f"{totals.examples:,}", f"{totals.tokens:,}", f"{totals.trained_tokens:,}", f"{share:.1f}",
                   f"{totals.truncated:,}", f"{totals.dropped:,}")
     console.print(table)
+
+
+def _inspect_pairs(source, tok, template: str, max_seq_length: int, n: int) -> None:
+    """`inspect` of preference pairs: each side's tokens (trained highlighted), per-side totals, drops by reason."""
+    from rich.table import Table
+
+    from tulu_lite.data.inspect import inspect_pairs
+
+    totals = inspect_pairs(source, tok, template, max_seq_length, show=n)
+    if totals.pairs == 0:
+        _warn(f"{source.label}: holds no preference pair (the file is empty)")
+    for index, (chosen, rejected) in enumerate(totals.shown):
+        console.rule(f"pair {index + 1}: chosen  [black on green] trained [/] [grey62 on grey15] masked [/]")
+        console.print(chosen)
+        console.rule(f"pair {index + 1}: rejected")
+        console.print(rejected)
+    table = Table(title=f"{source.label} ({template}, {Path(tok.name_or_path).name} tokenizer, max {max_seq_length})")
+    for column in ("pairs", "kept", "side", "tokens", "trained tokens", "truncated"):
+        table.add_column(column, justify="right")
+    for side in ("chosen", "rejected"):
+        table.add_row(f"{totals.pairs:,}", f"{totals.kept:,}", side, f"{totals.tokens[side]:,}",
+                      f"{totals.trained_tokens[side]:,}", f"{totals.truncated:,}")
+    console.print(table)
+    for reason, count in totals.dropped.items():
+        _warn(f"dropped {count:,} of {totals.pairs:,} pairs: {reason}")
 
 
 # ---- datasets: data convert / mix / stats --------------------------------------------------------------------
@@ -152,6 +182,8 @@ def data_stats(
     from tulu_lite.data.inputs import describe, parse_input
     from tulu_lite.data.stats import (
         file_stats,
+        pair_file_stats,
+        pair_stats_table,
         plot_lengths,
         stats_table,
         write_stats_json,
@@ -165,12 +197,27 @@ def data_stats(
             ensure_writable(target, what)
     tokenizer_dir = tokenizer or BUNDLED_LLAMA_TOKENIZER
     loaded = load_tokenizer(tokenizer_dir)
+    from tulu_lite.data.pairs import looks_like_pairs
+
+    kinds = {looks_like_pairs(source) for source in sources}
+    if len(kinds) > 1:
+        raise TuluError("data stats: give either conversation inputs or preference-pair inputs, not both")
+    pairs = kinds == {True}
+    if pairs and (json_out is not None or plot is not None):
+        raise TuluError("data stats: --json and --plot are for conversation inputs (not yet for pairs)")
+    measure = pair_file_stats if pairs else file_stats
     results = []
     with Progress(SpinnerColumn(), TextColumn("{task.description} {task.completed:,} examples"),
                   console=console, transient=True) as progress:
         for source in sources:
             task = progress.add_task(f"tokenizing {describe(source)}")
-            results.append(file_stats(source, loaded, on_examples=lambda n, t=task: progress.advance(t, n)))
+            results.append(measure(source, loaded, on_examples=lambda n, t=task: progress.advance(t, n)))
+    if pairs:  # chosen and rejected replies, the shared context, identical pairs (dropped when training)
+        for result in results:
+            if result.instances == 0:
+                _warn(f"{result.path}: holds no preference pair (the file is empty)")
+        console.print(pair_stats_table(results, Path(tokenizer_dir).name))
+        return
     for result in results:
         if result.instances == 0:
             _warn(f"{result.path}: holds no conversation (the file is empty)")

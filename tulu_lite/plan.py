@@ -53,7 +53,12 @@ FSDP shards it (transformers only loads on process 0 alone for unquantized model
 `_move_missing_keys_from_meta_to_device`), so the plan's total is the larger of training and that loading peak.
 
 T is the worst case of one micro-batch: per_device_batch_size x max_seq_length, or training.max_tokens_per_batch
-when set. Real peaks also depend on fragmentation and kernels; treat the total as a planning figure (+-20%).
+when set. Preference tuning (``stage: dpo``) runs every pair's chosen and rejected side in one padded batch, so T =
+2 x per_device_batch_size x max_seq_length, plus its reference: unless ``dpo.precompute_reference``, a no-grad
+reference forward over the same rows runs while the policy's activations are held (one layer's activations and
+the LM head's tile at a time), and ``reference: adapter`` keeps a frozen copy of the adapter (P_lora x 4 B);
+precomputed, the reference costs no GPU memory during training (its log-probs are read from the cache).
+Real peaks also depend on fragmentation and kernels; treat the total as a planning figure (+-20%).
 benchmarks/gpu_check.py measures the peak on a real GPU against this estimate.
 """
 
@@ -128,6 +133,7 @@ class DataStats:
     steps_per_epoch: int
     total_steps: int
     tokens_per_step: float
+    sides: tuple[int, int] | None = None  # preference pairs: trained tokens of the chosen and the rejected sides
 
 
 @dataclass
@@ -153,7 +159,11 @@ def plan(recipe: Recipe, *, with_data: bool = True, gpus: int = 1) -> Plan:
         from tulu_lite.train.data import encode_training_data
 
         dataset, report = encode_training_data(recipe, load_recipe_tokenizer(recipe.model))
-        result.data = data_stats(recipe, [len(ids) for ids in dataset["input_ids"]], report, gpus=gpus)
+        if recipe.stage == "dpo":  # a pair's tokens: both sides
+            lengths = [len(c) + len(r) for c, r in zip(dataset["chosen_input_ids"], dataset["rejected_input_ids"])]
+        else:
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+        result.data = data_stats(recipe, lengths, report, gpus=gpus)
     return result
 
 
@@ -237,6 +247,7 @@ def estimate_memory(shapes: Shapes, recipe: Recipe, *, gpus: int = 1, attention:
         rows.append((f"attention mask ({attention})", tokens * width * (1 + c), f"{tokens:,} x {width:,} x {1 + c} B"))
     rows.append(("CUDA context + workspace", CUDA_OVERHEAD, "constant"))
     per_layer = _layer_activations(shapes, recipe, tokens, width, s, c, attention)
+    rows += _reference_rows(shapes, recipe, tokens, per_layer, lora, c)
     checkpointed = shapes.layers * s * tokens * shapes.hidden + per_layer
     fixed = sum(size for _, size, _ in rows)
     loading = _loading_peak(shapes, recipe, m) if fsdp and quant is not None else 0
@@ -251,6 +262,21 @@ def estimate_memory(shapes: Shapes, recipe: Recipe, *, gpus: int = 1, attention:
         attention=attention,
         loading_peak=loading,
     )
+
+
+def _reference_rows(shapes: Shapes, recipe: Recipe, tokens: int, per_layer: int, lora: int, c: int) -> list:
+    """DPO's reference (module docstring): nothing when precomputed, else its forward's transients (+ the frozen
+    adapter copy with ``reference: adapter``)."""
+    dpo = recipe.dpo
+    if recipe.stage != "dpo" or dpo is None:
+        return []
+    if dpo.precompute_reference:
+        return [("reference (precomputed, cached)", 0, "read from the cache: no reference forward")]
+    tile = min(tokens, HEAD_TOKEN_TILE) * (HEAD_VOCAB_TILE + shapes.hidden) * c
+    rows = [("reference forward (no grad)", per_layer + tile, f"{tokens:,} tokens: one layer + LM head tile")]
+    if dpo.reference == "adapter":
+        rows.append(("reference adapter (frozen copy)", lora * 4, f"{_count(lora)} params x 4 B"))
+    return rows
 
 
 def _quant_constants(recipe: Recipe) -> float:
@@ -326,7 +352,8 @@ def _attention_width(recipe: Recipe) -> int:
 def _micro_batch_tokens(recipe: Recipe) -> int:
     if recipe.training.max_tokens_per_batch is not None:
         return recipe.training.max_tokens_per_batch
-    return recipe.training.per_device_batch_size * recipe.data.max_seq_length
+    rows = 2 if recipe.stage == "dpo" else 1  # a pair: its chosen and its rejected row
+    return rows * recipe.training.per_device_batch_size * recipe.data.max_seq_length
 
 
 def _model_dtype(recipe: Recipe) -> str:
@@ -356,6 +383,7 @@ def data_stats(recipe: Recipe, lengths: list[int], report, *, gpus: int = 1) -> 
         examples=len(lengths), dropped=dict(report.dropped), tokens=sum(lengths), trained_tokens=report.trained_tokens,
         max_tokens=max(lengths), micro_batches_per_epoch=micro, steps_per_epoch=steps_per_epoch, total_steps=total,
         tokens_per_step=sum(lengths) / steps_per_epoch,
+        sides=(report.chosen_trained_tokens, report.rejected_trained_tokens) if recipe.stage == "dpo" else None,
     )
 
 
@@ -376,7 +404,8 @@ def render_plan(result: Plan, console: Console) -> None:
     if t.max_tokens_per_batch is not None:
         unit = f"{t.max_tokens_per_batch:,} tokens per micro-batch (padding-free)"
     else:
-        unit = f"{t.per_device_batch_size} examples per micro-batch"
+        unit = (f"{t.per_device_batch_size} pairs (x 2 rows) per micro-batch" if recipe.stage == "dpo"
+                else f"{t.per_device_batch_size} examples per micro-batch")
     gpus = result.memory.gpus
     if gpus == 1:
         gpu_text = "x number of GPUs"
@@ -396,8 +425,11 @@ def _data_table(data: DataStats) -> Table:
     table.add_column(justify="left")
     table.add_column(justify="right")
     dropped = sum(data.dropped.values())
-    table.add_row("examples (dropped)", f"{data.examples:,} ({dropped:,})")
+    what = "pairs" if data.sides is not None else "examples"
+    table.add_row(f"{what} (dropped)", f"{data.examples:,} ({dropped:,})")
     table.add_row("tokens / trained (assistant) tokens", f"{data.tokens:,} / {data.trained_tokens:,}")
+    if data.sides is not None:
+        table.add_row("trained tokens: chosen / rejected", f"{data.sides[0]:,} / {data.sides[1]:,}")
     table.add_row("mean / max tokens per example", f"{data.tokens / data.examples:,.0f} / {data.max_tokens:,}")
     table.add_row("micro-batches / optimizer steps per epoch",
                   f"{data.micro_batches_per_epoch:,} / {data.steps_per_epoch:,}")

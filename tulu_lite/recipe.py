@@ -5,9 +5,9 @@ loader, applies ``--set key=value`` overrides, and reports *all* problems at onc
 mean", wrong types, out-of-range values), each prefixed with ``file:line`` where the YAML has that key.
 
 Paths in a recipe (``model.name_or_path`` when it is a local directory, ``model.tokenizer``, the local entries of
-``data.train_files`` and ``data.eval_files``, ``data.mixture``, ``output_dir``) are relative to the recipe file; paths
-given with ``--set`` are relative to the current directory. Both are made absolute on load, so the saved recipe
-(`save_recipe`) reruns from anywhere. Hub datasets (``hf:ID``, ``{hub: ID}``) stay as they are.
+``data.train_files`` and ``data.eval_files``, ``data.mixture``, ``output_dir``, ``dpo.adapter``) are relative to the
+recipe file; paths given with ``--set`` are relative to the current directory. Both are made absolute on load, so the
+saved recipe (`save_recipe`) reruns from anywhere. Hub datasets (``hf:ID``, ``{hub: ID}``) stay as they are.
 
 The generic part, "a YAML file validated by a pydantic model, every problem reported at once", is
 `tulu_lite.typed_yaml`, shared with mixtures and the eval settings.
@@ -29,6 +29,8 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_serializer,
     model_validator,
 )
@@ -125,6 +127,8 @@ class DataSource(_Section):
     repository folder) or `hub` (a Hugging Face dataset id). A plain string is a path, ``hf:ID`` (or
     ``hf:ID:SPLIT``) a hub dataset. Rows need a list of turns in column `messages`; a turn's role and text are read
     from its keys `role` and `content`, and `roles` renames role values (e.g. ShareGPT's ``human``/``gpt``).
+    Preference pairs (``stage: dpo``) are read from columns `chosen` and `rejected` (message lists, or completion
+    strings after a `prompt`: see `tulu_lite.data.pairs`), turns mapped the same way.
     """
 
     path: Path | None = None
@@ -133,6 +137,9 @@ class DataSource(_Section):
     subset: str | None = None  # the hub dataset's configuration name (load_dataset's `name`)
     revision: str | None = None
     messages: str = "messages"
+    chosen: str = "chosen"  # preference pairs: the preferred side,
+    rejected: str = "rejected"  # the other side,
+    prompt: str = "prompt"  # and the prompt when the sides are completions only (TRL's format)
     role: str = "role"
     content: str = "content"
     roles: dict[str, Literal["system", "user", "assistant"]] = Field(default_factory=dict)
@@ -238,18 +245,118 @@ class TrainingSettings(_Section):
     report_to: Literal["none", "tensorboard", "wandb"] = "none"
 
 
+# Every loss TRL 1.16's DPOTrainer computes (trl/trainer/dpo_config.py `loss_type`; dpo_trainer.py `_compute_loss`).
+DPO_LOSSES = ("sigmoid", "sigmoid_norm", "ipo", "hinge", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
+              "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft")
+# Losses on the per-token mean of the log-ratios (TRL divides by the trained tokens): their rewards are per token.
+LENGTH_NORMALISED_LOSSES = ("sigmoid_norm", "ipo")
+
+
+class DpoSettings(_Section):
+    """Preference tuning (``stage: dpo``): DPO on the preference pairs of ``data``, through TRL's DPOTrainer.
+
+    The defaults are open-instruct's TÜLU 2 DPO (sigmoid loss on the SUM of the log-probabilities of the trained
+    tokens, beta 0.1, the reference = the base with the adapter disabled). TÜLU 3's length-normalised DPO is
+    ``loss_type: sigmoid_norm`` (the log-ratios divided by the trained tokens; TÜLU 3 used beta 5). `loss_type` is
+    any loss TRL's DPOTrainer offers, or a list of them combined with `loss_weights` (e.g. MPO).
+
+    `reference`: ``base`` trains a new adapter on the recipe's base and compares with that base (the adapter
+    disabled); ``adapter`` continues training the SFT adapter at `adapter` and compares with its frozen copy (then
+    the adapter's own LoRA settings are trained and ``lora`` is not used). `precompute_reference` computes the
+    reference log-probabilities of every pair once, before training, and caches them on disk (keyed by the model
+    and the data), so the reference forward never runs during training and a repeated or resumed run reads them.
+    """
+
+    beta: float = Field(0.1, gt=0)
+    loss_type: str | list[str] = "sigmoid"  # one of DPO_LOSSES, or a list of them
+    loss_weights: list[float] | None = None  # one per loss type; default 1 each
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # robust (flip probability), exo_pair (epsilon, must be > 0), aot
+    discopop_tau: float = Field(0.05, gt=0)  # discopop
+    reference: Literal["base", "adapter"] = "base"
+    adapter: Path | None = None  # the SFT adapter directory (reference: adapter)
+    precompute_reference: bool = False
+
+    @field_validator("loss_type")
+    @classmethod
+    def _known_losses(cls, value: str | list[str]) -> str | list[str]:
+        unknown = [name for name in ([value] if isinstance(value, str) else value) if name not in DPO_LOSSES]
+        if unknown:
+            raise ValueError(f"unknown loss {unknown[0]!r} (TRL's DPOTrainer offers {', '.join(DPO_LOSSES)})")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DpoSettings:
+        if self.reference == "adapter" and self.adapter is None:
+            raise ValueError("reference: adapter needs dpo.adapter: the SFT adapter directory to start from")
+        if self.reference == "base" and self.adapter is not None:
+            raise ValueError("dpo.adapter is only used with reference: adapter (reference: base trains a new adapter)")
+        types = self.loss_types
+        if len(set(types)) != len(types) or not types:
+            raise ValueError("dpo.loss_type: give each loss at most once (and at least one)")
+        if self.loss_weights is not None and len(self.loss_weights) != len(types):
+            raise ValueError(f"dpo.loss_weights: {len(self.loss_weights)} weights for {len(types)} loss types")
+        if "exo_pair" in types and self.label_smoothing == 0:
+            raise ValueError("loss_type exo_pair needs dpo.label_smoothing > 0 (the EXO paper uses 1e-3)")
+        return self
+
+    @property
+    def loss_types(self) -> list[str]:
+        return [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type)
+
+    @property
+    def length_normalised(self) -> bool:
+        """Whether the loss compares per-token means of the log-ratios (then rewards are per token too)."""
+        return all(name in LENGTH_NORMALISED_LOSSES for name in self.loss_types)
+
+
 class Recipe(_Section):
+    # sft: instruction tuning on conversations; dpo: preference tuning on pairs (the `dpo` section, DpoSettings).
+    stage: Literal["sft", "dpo"] = "sft"
     model: ModelSettings
     quantization: QuantizationSettings | None = None
     lora: LoraSettings = Field(default_factory=LoraSettings)
     data: DataSettings
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     output_dir: Path
+    dpo: DpoSettings | None = None  # given, or filled with its defaults, exactly when stage is dpo
     # Where the recipe was read from, for error lines that point at a key (set by load_recipe; not part of the recipe).
     _origin: tuple[Path, dict, set] | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:  # the same recipe, wherever it was read from
         return isinstance(other, Recipe) and self.model_dump() == other.model_dump()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dpo_defaults(cls, data: Any) -> Any:
+        """``stage: dpo`` without a dpo section gets DpoSettings' defaults."""
+        if isinstance(data, dict) and data.get("stage") == "dpo" and data.get("dpo") is None:
+            return {**data, "dpo": {}}
+        return data
+
+    # Field validators (not model ones) so that a problem is reported at the line of its section; `stage` is
+    # declared first, so it is validated before them.
+    @field_validator("dpo")
+    @classmethod
+    def _dpo_needs_stage(cls, value: DpoSettings | None, info: ValidationInfo) -> DpoSettings | None:
+        if value is not None and info.data.get("stage") != "dpo":
+            raise ValueError("a dpo section needs stage: dpo")
+        return value
+
+    @field_validator("data")
+    @classmethod
+    def _dpo_pads(cls, value: DataSettings, info: ValidationInfo) -> DataSettings:
+        if info.data.get("stage") == "dpo" and value.padding_free:
+            raise ValueError("stage dpo needs data.padding_free: false (TRL's DPOTrainer runs the chosen and "
+                             "rejected sides as the two halves of one padded batch)")
+        return value
+
+    @field_validator("training")
+    @classmethod
+    def _dpo_batches(cls, value: TrainingSettings, info: ValidationInfo) -> TrainingSettings:
+        if info.data.get("stage") == "dpo" and value.max_tokens_per_batch is not None:
+            raise ValueError("training.max_tokens_per_batch is not available with stage: dpo (a batch is "
+                             "training.per_device_batch_size pairs)")
+        return value
 
     @model_validator(mode="after")
     def _heldout_settings(self) -> Recipe:
@@ -371,7 +478,8 @@ def _blame_overrides(problem: Problem, override_keys: set[tuple], lines: dict[tu
     return replace(problem, origin="--set") if touched and loc not in lines else problem
 
 
-_PATH_KEYS = [("model", "name_or_path"), ("model", "tokenizer"), ("data", "mixture"), ("output_dir",)]
+_PATH_KEYS = [("model", "name_or_path"), ("model", "tokenizer"), ("data", "mixture"), ("output_dir",),
+              ("dpo", "adapter")]
 
 
 _DATA_LISTS = [("data", "train_files"), ("data", "eval_files")]  # lists of DataSource entries, each item resolved by _absolute_input

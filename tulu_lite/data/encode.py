@@ -311,6 +311,15 @@ def load_conversations_dataset(items, cache_dir: str | None = None, *, key: str 
     modification time) or hub fingerprint and its column mapping, so an edited file is read again. `key` (e.g.
     ``"data.train_files"``) prefixes errors about a missing input with the recipe key and index.
     """
+    return generate_dataset(_conversation_rows, items, _conversation_features(), cache_dir, key=key)
+
+
+def generate_dataset(rows, items, features, cache_dir: str | None, *, key: str | None = None):
+    """An Arrow dataset from ``rows(inputs)``, where `inputs` are (DataSource JSON, fingerprint) of `items`.
+
+    The fingerprints are in the generator's arguments, so datasets' cache is keyed by them. Shared by the
+    conversation loader and `tulu_lite.data.pairs.load_pairs_dataset`.
+    """
     from datasets import Dataset
 
     from tulu_lite.data.inputs import as_source, input_fingerprint
@@ -323,9 +332,7 @@ def load_conversations_dataset(items, cache_dir: str | None = None, *, key: str 
         except TuluError as exc:
             raise TuluError(f"{key}[{index}]: {exc}" if key else str(exc)) from None
     try:
-        return Dataset.from_generator(
-            _conversation_rows, gen_kwargs={"inputs": inputs}, features=_conversation_features(), cache_dir=cache_dir
-        )
+        return Dataset.from_generator(rows, gen_kwargs={"inputs": inputs}, features=features, cache_dir=cache_dir)
     except Exception as exc:  # datasets wraps the reader's one-line TuluError in its own error: unwrap it
         cause: BaseException | None = exc
         while cause is not None and not isinstance(cause, TuluError):

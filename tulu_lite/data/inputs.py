@@ -14,6 +14,9 @@ Rows need a list of turns in the `messages` column; other column and key names a
 ``conversations`` of ``from``/``value``, ``roles: {human: user, gpt: assistant}``). Every row is validated exactly
 like a JSON Lines line, with ``FILE: row N`` where a line number is not available. Rows that come through
 `datasets` or Parquet keep only ``messages`` and, when present, ``id`` and ``dataset``.
+
+What a row holds is a `RowFormat`: conversations (`CONVERSATIONS`, the default everywhere) or preference pairs
+(`tulu_lite.data.pairs.PAIRS`: ``chosen`` / ``rejected``, optionally ``prompt``), read through the same inputs.
 """
 
 from __future__ import annotations
@@ -25,7 +28,12 @@ from typing import Literal
 import yaml
 from pydantic import ValidationError
 
-from tulu_lite.data.conversations import ROLES, read_conversations, validate_messages
+from tulu_lite.data.conversations import (
+    ROLES,
+    parse_line,
+    read_conversations,
+    validate_messages,
+)
 from tulu_lite.data.raw import first_char, read_json_values
 from tulu_lite.errors import TuluError, at, first_line
 from tulu_lite.json_files import MAX_LINE_BYTES, iter_lines, json_object
@@ -60,8 +68,41 @@ def parse_input(text: str) -> DataSource:
 
 
 def default_columns(source: DataSource) -> bool:
-    """Rows are already in the conversation format (no column or role mapping)."""
-    return (source.messages, source.role, source.content, source.roles) == ("messages", "role", "content", {})
+    """Rows are already in tulu-lite's format (no column or role mapping)."""
+    names = (source.messages, source.chosen, source.rejected, source.prompt, source.role, source.content)
+    return names == ("messages", "chosen", "rejected", "prompt", "role", "content") and not source.roles
+
+
+class RowFormat:
+    """What one row of an input holds and how it becomes a validated record: a conversation here; preference
+    pairs subclass it (`tulu_lite.data.pairs.PairRows`). The readers below are the same for every format."""
+
+    what = "conversation"  # for messages: "holds no conversation"
+
+    def required(self, source: DataSource) -> list[str]:
+        """The columns every row needs."""
+        return [source.messages]
+
+    def optional(self, source: DataSource) -> list[str]:
+        """Columns read when the input has them (besides id and dataset)."""
+        return []
+
+    def to_record(self, row: object, source: DataSource, where: str, *, keep: Iterable[str] | None = None) -> dict:
+        return to_conversation(row, source, where, keep=keep)
+
+    def parse_line(self, line: str, where: str) -> dict:
+        """One line of a JSON Lines file in tulu-lite's own format (no column mapping)."""
+        return parse_line(line, where)
+
+    def content_chars(self, record: dict) -> int:
+        return sum(len(message["content"]) for message in record["messages"])
+
+    def mapping_hint(self, source: DataSource) -> str:
+        return ("map the column holding the turns with {path: ..., messages: COLUMN} (and role, content, roles "
+                "for its keys)")
+
+
+CONVERSATIONS = RowFormat()
 
 
 def input_kind(source: DataSource) -> InputKind:
@@ -80,23 +121,23 @@ def input_kind(source: DataSource) -> InputKind:
     return "json" if first_char(path) == "[" else "jsonl"
 
 
-def read_records(item: DataSource | str | os.PathLike | dict) -> Iterator[dict]:
-    """Stream the validated conversation records of one input, in order."""
+def read_records(item: DataSource | str | os.PathLike | dict, rows: RowFormat = CONVERSATIONS) -> Iterator[dict]:
+    """Stream the validated records (conversations, or what `rows` reads) of one input, in order."""
     source = as_source(item)
     kind = input_kind(source)
-    if kind == "jsonl" and default_columns(source):
+    if kind == "jsonl" and default_columns(source) and rows is CONVERSATIONS:
         yield from read_conversations(source.path)  # the fast path: tulu-lite's own format
     elif kind == "jsonl":
         for number, _, line in iter_lines(source.path):
             where = at(source.path, number)
-            yield to_conversation(json_object(line, where), source, where)
+            yield rows.to_record(json_object(line, where), source, where)
     elif kind == "json":
-        for raw in read_json_values(source.path, "a JSON array of conversations", strict=True):
-            yield _bounded(to_conversation(raw.value, source, raw.where), raw.where)
+        for raw in read_json_values(source.path, f"a JSON array of {rows.what}s", strict=True):
+            yield _bounded(rows, rows.to_record(raw.value, source, raw.where), raw.where)
     elif kind == "parquet":
-        yield from _parquet_records(source)
+        yield from _parquet_records(source, rows)
     else:
-        yield from _dataset_records(source, load_dataset_input(source, kind))
+        yield from _dataset_records(source, load_dataset_input(source, kind), rows)
 
 
 def to_conversation(row: object, source: DataSource, where: str, *, keep: Iterable[str] | None = None) -> dict:
@@ -114,7 +155,7 @@ def to_conversation(row: object, source: DataSource, where: str, *, keep: Iterab
     elif not isinstance(turns, list):
         raise TuluError(f"{where}: {source.messages!r} must be a list, got {type(turns).__name__}")
     else:
-        messages = [_map_turn(turn, index, source, where) for index, turn in enumerate(turns)]
+        messages = [map_turn(turn, index, source, where) for index, turn in enumerate(turns)]
     validate_messages(messages, where)
     names = row if keep is None else [name for name in keep if row.get(name) is not None]
     record = {name: row[name] for name in names if name != source.messages}
@@ -122,21 +163,23 @@ def to_conversation(row: object, source: DataSource, where: str, *, keep: Iterab
     return record
 
 
-def _map_turn(turn: object, index: int, source: DataSource, where: str) -> dict:
+def map_turn(turn: object, index: int, source: DataSource, where: str, column: str | None = None) -> dict:
+    """One turn of column `column` (default: the messages column) as ``{role, content}``, roles renamed."""
+    column = column or source.messages
     if not isinstance(turn, dict):
-        raise TuluError(f"{where}: {source.messages}[{index}] must be an object, got {type(turn).__name__}")
+        raise TuluError(f"{where}: {column}[{index}] must be an object, got {type(turn).__name__}")
     role = turn.get(source.role)
     role = source.roles.get(role, role) if isinstance(role, str) else role
     if role not in ROLES:
-        raise TuluError(f"{where}: {source.messages}[{index}].{source.role} is {turn.get(source.role)!r}, expected "
+        raise TuluError(f"{where}: {column}[{index}].{source.role} is {turn.get(source.role)!r}, expected "
                         f"one of {', '.join(ROLES)} (rename others with roles: {{NAME: user|assistant|system}})")
     return {"role": role, "content": turn.get(source.content)}
 
 
-def _bounded(record: dict, where: str) -> dict:
-    """The same bound on one conversation as the JSON Lines reader puts on one line."""
-    if sum(len(message["content"]) for message in record["messages"]) > MAX_LINE_BYTES:
-        raise TuluError(f"{where}: conversation is longer than {MAX_LINE_BYTES // 2**20} MiB (one conversation "
+def _bounded(rows: RowFormat, record: dict, where: str) -> dict:
+    """The same bound on one record as the JSON Lines reader puts on one line."""
+    if rows.content_chars(record) > MAX_LINE_BYTES:
+        raise TuluError(f"{where}: {rows.what} is longer than {MAX_LINE_BYTES // 2**20} MiB (one {rows.what} "
                         f"may be at most that; split it)")
     return record
 
@@ -144,29 +187,30 @@ def _bounded(record: dict, where: str) -> dict:
 # ---- Parquet and datasets -------------------------------------------------------------------------------------------
 
 
-def _missing_column(label: str, source: DataSource, columns: list[str]) -> TuluError:
-    return TuluError(f"{label}: no {source.messages!r} column (columns: {', '.join(columns) or 'none'}); map the "
-                     f"column holding the turns with {{path: ..., messages: COLUMN}} (and role, content, roles for "
-                     f"its keys)")
+def _wanted_columns(label: str, source: DataSource, columns: list[str], rows: RowFormat) -> list[str]:
+    """The columns to read: the format's (each required one must be there), then id and dataset when present."""
+    for name in rows.required(source):
+        if name not in columns:
+            raise TuluError(f"{label}: no {name!r} column (columns: {', '.join(columns) or 'none'}); "
+                            f"{rows.mapping_hint(source)}")
+    extra = [*rows.optional(source), *_KEPT_COLUMNS]
+    return [*rows.required(source), *(name for name in extra if name in columns)]
 
 
-def _parquet_records(source: DataSource) -> Iterator[dict]:
+def _parquet_records(source: DataSource, rows: RowFormat) -> Iterator[dict]:
     import pyarrow.parquet as pq
 
     try:
         handle = pq.ParquetFile(source.path)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...: one line, naming the file
         raise TuluError(f"{source.path}: not a readable Parquet file ({first_line(exc)})") from None
-    columns = handle.schema_arrow.names
-    if source.messages not in columns:
-        raise _missing_column(str(source.path), source, columns)
-    wanted = [source.messages, *(name for name in _KEPT_COLUMNS if name in columns)]
+    wanted = _wanted_columns(str(source.path), source, handle.schema_arrow.names, rows)
     number = 0
     for batch in handle.iter_batches(batch_size=256, columns=wanted):
         for row in batch.to_pylist():
             number += 1
             where = f"{source.path}: row {number}"
-            yield _bounded(to_conversation(row, source, where, keep=_KEPT_COLUMNS), where)
+            yield _bounded(rows, rows.to_record(row, source, where, keep=_KEPT_COLUMNS), where)
 
 
 def load_dataset_input(source: DataSource, kind: InputKind):
@@ -195,18 +239,15 @@ def load_dataset_input(source: DataSource, kind: InputKind):
     return loaded
 
 
-def _dataset_records(source: DataSource, dataset) -> Iterator[dict]:
-    columns = list(dataset.column_names)
-    if source.messages not in columns:
-        raise _missing_column(source.label, source, columns)
-    wanted = [source.messages, *(name for name in _KEPT_COLUMNS if name in columns)]
+def _dataset_records(source: DataSource, dataset, rows: RowFormat) -> Iterator[dict]:
+    wanted = _wanted_columns(source.label, source, list(dataset.column_names), rows)
     number = 0
     for batch in dataset.select_columns(wanted).iter(batch_size=256):
-        for index in range(len(batch[source.messages])):
+        for index in range(len(batch[wanted[0]])):
             number += 1
             where = f"{source.label}: row {number}"
             row = {name: batch[name][index] for name in wanted}
-            yield _bounded(to_conversation(row, source, where, keep=_KEPT_COLUMNS), where)
+            yield _bounded(rows, rows.to_record(row, source, where, keep=_KEPT_COLUMNS), where)
 
 
 def _offline() -> bool:
@@ -245,11 +286,28 @@ def input_fingerprint(source: DataSource) -> str:
     return "|".join([mapping, *stamps])
 
 
+def input_columns(item: DataSource | str | os.PathLike | dict) -> list[str]:
+    """The columns of an input: a table's, or the keys of the first record of a JSON or JSON Lines file."""
+    source = as_source(item)
+    kind = input_kind(source)
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.ParquetFile(source.path).schema_arrow.names)
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...: one line, naming the file
+            raise TuluError(f"{source.path}: not a readable Parquet file ({first_line(exc)})") from None
+    if kind in ("jsonl", "json"):
+        first = next(read_json_values(source.path, "JSON rows", strict=True), None)
+        return list(first.value) if first is not None and isinstance(first.value, dict) else []
+    return list(load_dataset_input(source, kind).column_names)
+
+
 def describe(source: DataSource) -> str:
     """A short name for tables: the file or folder name, or ``hf:ID``."""
     return source.path.name if source.path is not None else source.label
 
 
 def is_plain_jsonl(source: DataSource) -> bool:
-    """A conversation JSON Lines file in tulu-lite's own format (the inputs that can be indexed by byte offset)."""
+    """A JSON Lines file with tulu-lite's column names (the inputs that can be indexed by byte offset)."""
     return source.hub is None and default_columns(source) and input_kind(source) == "jsonl"

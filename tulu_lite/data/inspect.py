@@ -98,3 +98,64 @@ def _count(totals: InspectTotals, encoded: dict, max_seq_length: int) -> None:
     totals.tokens += len(encoded["input_ids"])
     totals.trained_tokens += trained
     totals.truncated += len(encoded["input_ids"]) >= max_seq_length
+
+
+# ---- preference pairs ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PairInspectTotals:
+    """What encoding a pair input keeps: tokens and trained tokens of each side of the kept pairs, and the pairs
+    dropped by reason (`tulu_lite.data.pairs.drop_reason`)."""
+
+    pairs: int = 0
+    kept: int = 0
+    tokens: dict = field(default_factory=lambda: {"chosen": 0, "rejected": 0})
+    trained_tokens: dict = field(default_factory=lambda: {"chosen": 0, "rejected": 0})
+    truncated: int = 0  # kept pairs with a side cut at max_seq_length
+    dropped: dict = field(default_factory=dict)
+    shown: list[tuple[Text, Text]] = field(default_factory=list)  # (chosen, rejected) of the first pairs
+
+    @property
+    def total_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+
+def inspect_pairs(
+    path,
+    tokenizer: PreTrainedTokenizerBase,
+    template: ChatFormat = "tulu",
+    max_seq_length: int = 2048,
+    show: int = 3,
+    batch_size: int = 256,
+) -> PairInspectTotals:
+    """Encode every preference pair of `path` (any input: a file, a folder, a hub dataset), each side as SFT
+    encodes a conversation; count tokens per side and drops by reason, and render the first `show` pairs."""
+    from tulu_lite.data.pairs import (
+        SIDES,
+        drop_reason,
+        encode_pairs,
+        read_pairs,
+        trained_count,
+    )
+
+    totals = PairInspectTotals()
+    records = iter(read_pairs(path))
+    while batch := [(r["chosen"], r["rejected"]) for r in itertools.islice(records, batch_size)]:
+        for (chosen, rejected), encoded in zip(batch, encode_pairs(batch, tokenizer, template, max_seq_length)):
+            totals.pairs += 1
+            reason = drop_reason(chosen, rejected, encoded, max_seq_length)
+            if reason is not None:
+                totals.dropped[reason] = totals.dropped.get(reason, 0) + 1
+                continue
+            totals.kept += 1
+            for side in SIDES:
+                totals.tokens[side] += len(encoded[f"{side}_input_ids"])
+                totals.trained_tokens[side] += trained_count(encoded[f"{side}_labels"])
+            totals.truncated += any(len(encoded[f"{side}_input_ids"]) >= max_seq_length for side in SIDES)
+            if len(totals.shown) < show:
+                totals.shown.append(tuple(
+                    highlight(token_pieces(render_for_training(messages, tokenizer, template).text, tokenizer,
+                                           template, max_seq_length), encoded[f"{side}_labels"])
+                    for side, messages in zip(SIDES, (chosen, rejected))))
+    return totals

@@ -34,7 +34,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from rich.table import Table
 
 from tulu_lite.data.conversations import check_output, parse_line
-from tulu_lite.data.inputs import describe, is_plain_jsonl, read_records
+from tulu_lite.data.inputs import (
+    CONVERSATIONS,
+    RowFormat,
+    describe,
+    is_plain_jsonl,
+    read_records,
+)
 from tulu_lite.data.sources import meta_path
 from tulu_lite.errors import TuluError, at
 from tulu_lite.json_files import iter_lines, write_json, write_jsonl
@@ -143,11 +149,13 @@ class SourcePlan:
         return "all"
 
 
-def index_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> tuple[array, Counter]:
-    """Validate every line of a conversation file; return the byte offsets of its records and its datasets."""
+def index_file(path: Path, on_bytes: Callable[[int], None] | None = None,
+               parse: Callable[[str, str], dict] = parse_line) -> tuple[array, Counter]:
+    """Validate every line of a conversation file (or pair file, with `PAIRS.parse_line`); return the byte offsets
+    of its records and its datasets."""
     offsets, datasets, done = array("q"), Counter(), 0
     for number, offset, text in iter_lines(path):
-        record = parse_line(text, at(path, number))
+        record = parse(text, at(path, number))
         offsets.append(offset)
         datasets[str(record.get("dataset", "?"))] += 1
         if on_bytes is not None:
@@ -158,11 +166,11 @@ def index_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> tup
     return offsets, datasets
 
 
-def _spool(source: MixtureSource, spool_dir: Path, number: int) -> Path:
+def _spool(source: MixtureSource, spool_dir: Path, number: int, rows: RowFormat) -> Path:
     """An input that is not tulu-lite JSON Lines, validated and written as such (only for the length of the mix)."""
     target = spool_dir / f"source-{number}.jsonl"
     with target.open("w", encoding="utf-8") as handle:
-        for record in read_records(source):
+        for record in read_records(source, rows):
             handle.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
     return target
 
@@ -188,16 +196,17 @@ def take_indices(source: MixtureSource, available: int, rng: random.Random) -> l
 
 
 def plan_mixture(mixture: Mixture, spool_dir: Callable[[], Path],
-                 on_bytes: Callable[[int], None] | None = None) -> list[SourcePlan]:
+                 on_bytes: Callable[[int], None] | None = None, rows: RowFormat = CONVERSATIONS) -> list[SourcePlan]:
     """First pass: index every input and pick, per source, which records go in (seeded, independent of order).
 
-    `spool_dir()` gives the folder where inputs other than tulu-lite JSON Lines are written as JSON Lines.
+    `spool_dir()` gives the folder where inputs other than tulu-lite JSON Lines are written as JSON Lines. `rows`:
+    what the records are (conversations, or `tulu_lite.data.pairs.PAIRS`).
     """
     plans = []
     for number, source in enumerate(mixture.sources):
         plain = is_plain_jsonl(source)
-        file = source.path if plain else _spool(source, spool_dir(), number)
-        offsets, datasets = index_file(file, on_bytes if plain else None)  # the progress bar counts input bytes
+        file = source.path if plain else _spool(source, spool_dir(), number, rows)
+        offsets, datasets = index_file(file, on_bytes if plain else None, rows.parse_line)  # progress: input bytes
         plan = SourcePlan(source, file, offsets, datasets)
         rng = random.Random(f"{mixture.seed}:mix:{source.label}")
         plan.selected = array("q", (offsets[index] for index in take_indices(source, plan.available, rng)))
@@ -208,7 +217,7 @@ def plan_mixture(mixture: Mixture, spool_dir: Callable[[], Path],
 _OFFSET_BITS = 44  # files up to 16 TiB, up to 2**19 sources
 
 
-def iter_mixture(plans: list[SourcePlan], seed: int) -> Iterator[dict]:
+def iter_mixture(plans: list[SourcePlan], seed: int, rows: RowFormat = CONVERSATIONS) -> Iterator[dict]:
     """Second pass: the selected records of all sources, shuffled with `seed`, read back one line at a time."""
     # (source number, byte offset) packed into one int64 per record: 8 bytes each, shuffled in place.
     order = array("q", (number << _OFFSET_BITS | offset for number, plan in enumerate(plans)
@@ -221,7 +230,7 @@ def iter_mixture(plans: list[SourcePlan], seed: int) -> Iterator[dict]:
             handle = handles[number]
             handle.seek(offset)
             line = handle.readline().decode("utf-8").removeprefix("\ufeff")
-            yield parse_line(line, f"{plans[number].file} (byte {offset}; changed while mixing?)")
+            yield rows.parse_line(line, f"{plans[number].file} (byte {offset}; changed while mixing?)")
     finally:
         for handle in handles:
             handle.close()
@@ -252,15 +261,17 @@ def _report(out: Path, mixture: Mixture, plans: list[SourcePlan]) -> MixReport:
 
 
 def mix(mixture_path: str | os.PathLike, out: str | os.PathLike, *, force: bool = False,
-        on_bytes: Callable[[int], None] | None = None) -> MixReport:
+        on_bytes: Callable[[int], None] | None = None, rows: RowFormat | None = None) -> MixReport:
     """Write the mixture described by a YAML file to `out` (atomic) plus ``*.meta.json`` with the resolved mixture.
 
     Refused before anything is read: an output that is one of the sources (or the YAML), an existing output
-    without `force`.
+    without `force`. `rows` None: preference pairs when the first source has chosen and rejected columns, else
+    conversations.
     """
     mixture, out = load_mixture(mixture_path), Path(out)
     local = [source.path for source in mixture.sources if source.path is not None]
     check_output(out, [*local, Path(mixture_path)], force=force, sidecars=[meta_path(out)])
+    rows = rows or _record_format(mixture)
     spool: list[Path] = []
 
     def spool_dir() -> Path:  # made on first use, beside the output; named so a killed run's copy is cleaned up
@@ -270,9 +281,9 @@ def mix(mixture_path: str | os.PathLike, out: str | os.PathLike, *, force: bool 
         return spool[0]
 
     try:
-        plans = plan_mixture(mixture, spool_dir, on_bytes)
+        plans = plan_mixture(mixture, spool_dir, on_bytes, rows)
         report = _report(out, mixture, plans)
-        write_jsonl(iter_mixture(plans, mixture.seed), out)
+        write_jsonl(iter_mixture(plans, mixture.seed, rows), out)
     finally:
         for folder in spool:
             shutil.rmtree(folder, ignore_errors=True)
@@ -280,6 +291,16 @@ def mix(mixture_path: str | os.PathLike, out: str | os.PathLike, *, force: bool 
                                 "resolved": json.loads(mixture.model_dump_json()), "sources": report.rows,
                                 "total": report.total})
     return report
+
+
+def _record_format(mixture: Mixture) -> RowFormat:
+    """Pairs when the first source looks like pairs; conversations otherwise (its errors then come from reading)."""
+    from tulu_lite.data.pairs import PAIRS, looks_like_pairs
+
+    try:
+        return PAIRS if looks_like_pairs(mixture.sources[0]) else CONVERSATIONS
+    except TuluError:
+        return CONVERSATIONS
 
 
 def input_size(mixture: Mixture) -> int:

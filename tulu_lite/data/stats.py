@@ -174,3 +174,103 @@ def plot_lengths(all_stats: list[FileStats], target: str | os.PathLike) -> None:
     with atomic_file(target, "wb") as handle:
         figure.savefig(handle, format="png", dpi=110)
     plt.close(figure)
+
+
+# ---- preference pairs ------------------------------------------------------------------------------------------
+
+PAIR_DEFINITIONS = {
+    "rounds": DEFINITIONS["rounds"] + " (of the chosen side)",
+    "context_tokens": "tokens of the content of every message before the compared reply (the same on both sides)",
+    "chosen_tokens": "tokens of the content of the chosen reply (the last message of the chosen side)",
+    "rejected_tokens": "tokens of the content of the rejected reply",
+    "identical": "pairs whose chosen and rejected sides are identical (never trained on: dropped when encoding)",
+}
+
+
+@dataclass
+class PairFileStats:
+    """Statistics of one preference input: the shared context and each side's reply, per pair."""
+
+    path: str
+    name: str = ""
+    datasets: Counter = field(default_factory=Counter)
+    rounds: array = field(default_factory=lambda: array("l"))
+    context_lengths: array = field(default_factory=lambda: array("l"))
+    chosen_lengths: array = field(default_factory=lambda: array("l"))
+    rejected_lengths: array = field(default_factory=lambda: array("l"))
+    identical: int = 0
+
+    @property
+    def instances(self) -> int:
+        return len(self.rounds)
+
+    def average(self, values: array) -> float:
+        return sum(values) / len(values) if values else 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "kind": "preference pairs",
+            "datasets": dict(self.datasets),
+            "instances": self.instances,
+            "identical": self.identical,
+            "avg_rounds": round(self.average(self.rounds), 3),
+            "avg_context_tokens": round(self.average(self.context_lengths), 2),
+            "avg_chosen_tokens": round(self.average(self.chosen_lengths), 2),
+            "avg_rejected_tokens": round(self.average(self.rejected_lengths), 2),
+            "context_tokens": _quantiles(self.context_lengths),
+            "chosen_tokens": _quantiles(self.chosen_lengths),
+            "rejected_tokens": _quantiles(self.rejected_lengths),
+        }
+
+
+def _add_pair_batch(stats: PairFileStats, batch: list[dict], tokenizer) -> None:
+    # Per pair: every context message, then the two replies (the context is the same on both sides).
+    texts = [message["content"].strip() for record in batch
+             for message in [*record["chosen"][:-1], record["chosen"][-1], record["rejected"][-1]]]
+    lengths = iter(len(ids) for ids in tokenizer(texts, add_special_tokens=False,
+                                                 return_attention_mask=False)["input_ids"])
+    for record in batch:
+        stats.context_lengths.append(sum(next(lengths) for _ in record["chosen"][:-1]))
+        stats.chosen_lengths.append(next(lengths))
+        stats.rejected_lengths.append(next(lengths))
+        stats.rounds.append(count_rounds(record["chosen"]))
+        stats.identical += record["chosen"] == record["rejected"]
+        stats.datasets[str(record.get("dataset", "?"))] += 1
+
+
+def pair_file_stats(path, tokenizer, *, batch_size: int = 512,
+                    on_examples: Callable[[int], None] | None = None) -> PairFileStats:
+    """Statistics of one preference input (streamed; a few ints per pair)."""
+    from tulu_lite.data.pairs import read_pairs
+
+    source = as_source(path)
+    stats = PairFileStats(source.label, name=describe(source))
+    batch: list[dict] = []
+    for record in read_pairs(source):
+        batch.append(record)
+        if len(batch) == batch_size:
+            _add_pair_batch(stats, batch, tokenizer)
+            if on_examples is not None:
+                on_examples(len(batch))
+            batch = []
+    if batch:
+        _add_pair_batch(stats, batch, tokenizer)
+        if on_examples is not None:
+            on_examples(len(batch))
+    return stats
+
+
+def pair_stats_table(all_stats: list[PairFileStats], tokenizer_name: str) -> Table:
+    """Per preference input: pairs, rounds, context and reply lengths (averages), identical pairs."""
+    table = Table(title=f"preference pairs: averages per pair, lengths in {tokenizer_name} tokens")
+    table.add_column("file")
+    table.add_column("datasets")
+    for column in ("pairs", "rounds", "context len", "chosen len", "rejected len", "identical"):
+        table.add_column(column, justify="right")
+    for stats in all_stats:
+        table.add_row(stats.name or Path(stats.path).name, ", ".join(sorted(stats.datasets)), f"{stats.instances:,}",
+                      f"{stats.average(stats.rounds):.1f}", f"{stats.average(stats.context_lengths):.1f}",
+                      f"{stats.average(stats.chosen_lengths):.1f}", f"{stats.average(stats.rejected_lengths):.1f}",
+                      f"{stats.identical:,}")
+    return table

@@ -28,16 +28,21 @@ The package, in the order data flows through a run:
     run.py          the output location, where the run starts (fresh or a checkpoint), RunContext
     data.py         training files, mixtures, encoding, held-out split (`tulu-lite plan` imports only this)
     collate.py      the assistant-only collator and token-budget batches
-    trainer.py      the SFT stage: the SFTConfig mapping and TuluSFTTrainer (imports TRL: imported lazily)
     callbacks.py    progress, Ctrl-C, the sampler's epoch, resume state, checkpoint extras
     heldout.py      held-out examples, their loss per source, the best adapter
     checkpoints.py  what a checkpoint carries, which are complete, which recipe may resume one, the run lock
     report.py       metrics.json, the output directory, the held-out table, the loss curve, the device line
     compat.py       version workarounds, each with its "remove when"
+    stage.py        what every stage's trainer adds to TRL's (StageTrainer: run, best adapter, early stopping,
+                    token counts, evaluation hook, checkpoint write errors)
+    trainer.py      the SFT stage: the SFTConfig mapping and TuluSFTTrainer (imports TRL: imported lazily)
+    preference.py   the DPO stage (``stage: dpo``): the pair collator, PreferenceTrainer (TRL's DPOTrainer on our
+                    encoded pairs), the DPOConfig mapping, held-out loss / reward accuracy / margin per source
+    reference.py    DPO's starting adapter and reference, and the reference log-probs precomputed and cached
 
-A preference-tuning stage (DPO) goes beside `trainer.py` as `preference.py` (a DPOTrainer subclass carrying `run`
-and `best`, and the DPOConfig mapping), with a `_train_preferences` beside `_train_sft` below that builds it and
-hands it to `_run_stage`: the same lock, locations, resume, callbacks, held-out evaluation, checkpoints and report.
+`train` dispatches on ``recipe.stage``: `_train_sft` and `_train_dpo` differ only in the data they encode, the model
+they start from and their trainer; both run through `_run_stage` (same lock, locations, resume, callbacks,
+held-out evaluation, checkpoints and report).
 """
 
 from __future__ import annotations
@@ -97,6 +102,8 @@ def train(
     check_logger(recipe)  # before anything is loaded or created
     check_output(recipe, force=force)
     with run_lock(recipe, enabled=global_rank() == 0):
+        if recipe.stage == "dpo":
+            return _train_dpo(recipe, resume=resume, force=force, callbacks=callbacks, console=console)
         return _train_sft(recipe, resume=resume, force=force, callbacks=callbacks, console=console)
 
 
@@ -124,16 +131,51 @@ def _train_sft(recipe: Recipe, *, resume: bool, force: bool, callbacks: Sequence
     return _run_stage(recipe, trainer, tokenizer, stop, force=force, console=console)
 
 
+def _train_dpo(recipe: Recipe, *, resume: bool, force: bool, callbacks: Sequence[TrainerCallback],
+               console: Console) -> TrainResult:
+    """The preference (DPO) stage, under the run's lock: as `_train_sft`, with encoded pairs, the policy a new
+    adapter or the SFT adapter (`dpo.reference`), and `PreferenceTrainer` (reference log-probs precomputed through
+    their cache before the first step when the recipe says so)."""
+    from tulu_lite.model.loading import load_recipe_tokenizer
+    from tulu_lite.train.callbacks import RichProgress, StopOnInterrupt
+    from tulu_lite.train.data import describe_data, encode_in_turn
+    from tulu_lite.train.devices import base_device_map, start_processes
+    from tulu_lite.train.preference import make_preference_trainer
+    from tulu_lite.train.reference import policy_model
+    from tulu_lite.train.run import prepare_locations
+
+    processes = start_processes()
+    main = processes.is_main_process
+    start = prepare_locations(recipe, resume=resume, force=force, main=main, console=console)
+    processes.wait_for_everyone()
+    tokenizer = load_recipe_tokenizer(recipe.model)
+    data = encode_in_turn(recipe, tokenizer, processes=processes.num_processes)
+    model = policy_model(recipe, load_base(recipe, device_map=base_device_map(processes.local_process_index)))
+    if main:
+        describe_data(recipe, data, console)
+    progress, stop = RichProgress(console, main), StopOnInterrupt()
+    trainer = make_preference_trainer(recipe, model, tokenizer, data, callbacks=[*callbacks, progress, stop],
+                                      start=start)
+    return _run_stage(recipe, trainer, tokenizer, stop, force=force, console=console)
+
+
 def build_model(recipe: Recipe, *, device_map=None):
     """The frozen base (4-bit when the recipe quantizes) wrapped with trainable LoRA adapters."""
     from transformers import set_seed
 
-    from tulu_lite.model.loading import add_lora, load_base_model, resolve_attention
+    from tulu_lite.model.loading import add_lora
 
-    resolve_attention(recipe.model, recipe.quantization)  # a kernel the recipe names explicitly must run here
-    base = load_base_model(recipe.model, recipe.quantization, device_map=device_map)
+    base = load_base(recipe, device_map=device_map)
     set_seed(recipe.training.seed)  # LoRA A is initialised randomly: the same recipe must start from the same adapter
     return add_lora(base, recipe.lora)
+
+
+def load_base(recipe: Recipe, *, device_map=None):
+    """The frozen base of a recipe (4-bit when it quantizes), its attention kernel checked first."""
+    from tulu_lite.model.loading import load_base_model, resolve_attention
+
+    resolve_attention(recipe.model, recipe.quantization)  # a kernel the recipe names explicitly must run here
+    return load_base_model(recipe.model, recipe.quantization, device_map=device_map)
 
 
 def _run_stage(recipe: Recipe, trainer, tokenizer, stop, *, force: bool, console: Console) -> TrainResult:

@@ -66,8 +66,11 @@ class RichProgress(TrainerCallback):
             return
         if "loss" not in logs:
             return
+        # A DPO step also shows its reward accuracy (chosen reward above rejected) and margin.
+        rewards = (f"  acc {logs['rewards/accuracies']:.2f}  margin {logs.get('rewards/margins', 0):+.3f}"
+                   if "rewards/accuracies" in logs else "")
         self.progress.console.print(
-            f"step {state.global_step:>4}/{state.max_steps}  loss {logs['loss']:.4f}  "
+            f"step {state.global_step:>4}/{state.max_steps}  loss {logs['loss']:.4f}{rewards}  "
             f"lr {logs.get('learning_rate', 0):.1e}  {logs.get('tokens_per_second', 0):,.0f} tok/s  "
             f"{_human(logs.get('tokens', 0))} tok ({_human(logs.get('trained_tokens', 0))} trained)",
             highlight=False, soft_wrap=True,
@@ -88,7 +91,9 @@ def _eval_line(state, logs: dict) -> str:
     sources = "  ".join(f"{escape(key[len(prefix):])} {value:.4f}" for key, value in logs.items()
                         if key.startswith(prefix))
     best = "  [green]best[/]" if state.global_step > 0 and state.best_global_step == state.global_step else ""
-    return (f"[cyan]held-out[/] {state.global_step:>4}/{state.max_steps}  loss {logs[EVAL_LOSS]:.4f}{best}"
+    rewards = (f"  acc {logs['eval_rewards/accuracies']:.2f}  margin {logs.get('eval_rewards/margins', 0):+.3f}"
+               if "eval_rewards/accuracies" in logs else "")  # a DPO evaluation
+    return (f"[cyan]held-out[/] {state.global_step:>4}/{state.max_steps}  loss {logs[EVAL_LOSS]:.4f}{best}{rewards}"
             f"  ·  {sources}")
 
 

@@ -83,11 +83,20 @@ def _mixture_sources(recipe: Recipe) -> list[tuple[str, Path]]:
     if not (record.is_file() and read_json_file(record) == wanted and all(p.is_file() for p in files)):
         folder.mkdir(parents=True, exist_ok=True)
         # inputs other than tulu-lite JSON Lines (Parquet, hub, ...) are spooled as JSON Lines while selecting
+        rows = _row_format(recipe)
         with tempfile.TemporaryDirectory(prefix=".spool-", dir=folder) as spool:
-            for plan, path in zip(plan_mixture(mixture, lambda: Path(spool)), files):
-                write_jsonl(iter_mixture([plan], mixture.seed), path)
+            for plan, path in zip(plan_mixture(mixture, lambda: Path(spool), rows=rows), files):
+                write_jsonl(iter_mixture([plan], mixture.seed, rows), path)
         write_json(record, wanted)
     return list(zip(labels, files))
+
+
+def _row_format(recipe: Recipe):
+    """What the recipe's records are: conversations, or preference pairs (stage dpo)."""
+    from tulu_lite.data.inputs import CONVERSATIONS
+    from tulu_lite.data.pairs import PAIRS
+
+    return PAIRS if recipe.stage == "dpo" else CONVERSATIONS
 
 
 def check_mixture_unchanged(recipe: Recipe) -> None:
@@ -106,24 +115,41 @@ def check_mixture_unchanged(recipe: Recipe) -> None:
 
 
 def _encode(recipe: Recipe, tokenizer, items: list, key: str):
+    """Encode inputs as the recipe's stage trains on them: conversations (sft), or preference pairs (dpo: each side
+    as SFT encodes a conversation, `tulu_lite.data.pairs`)."""
+    if recipe.stage == "dpo":
+        from tulu_lite.data.pairs import encode_pairs_dataset
+
+        return encode_pairs_dataset(items, tokenizer, recipe.model.chat_template, recipe.data.max_seq_length,
+                                    num_proc=recipe.data.num_proc, key=key, with_source=True)
     from tulu_lite.data.encode import encode_dataset
 
     return encode_dataset(items, tokenizer, recipe.model.chat_template, recipe.data.max_seq_length,
                           num_proc=recipe.data.num_proc, key=key, with_source=True)
 
 
+def _empty_report(recipe: Recipe):
+    from tulu_lite.data.encode import EncodeReport
+    from tulu_lite.data.pairs import EncodedPairsReport
+
+    return EncodedPairsReport() if recipe.stage == "dpo" else EncodeReport()
+
+
 def _encode_training_files(recipe: Recipe, tokenizer):
     """Encode the training data; a mixture's examples are labelled with their mixture source's name."""
     from datasets import concatenate_datasets
 
-    from tulu_lite.data.encode import SOURCE_COLUMN, EncodeReport
+    from tulu_lite.data.encode import SOURCE_COLUMN
 
     if recipe.data.mixture is None:
         return _encode(recipe, tokenizer, training_files(recipe), "data.train_files")
-    parts, total = [], EncodeReport()
+    parts, total = [], _empty_report(recipe)
     for label, path in _mixture_sources(recipe):
         encoded, report = _encode(recipe, tokenizer, [path], "data.mixture")
         parts.append(encoded.remove_columns(SOURCE_COLUMN).add_column(SOURCE_COLUMN, [label] * len(encoded)))
+        if hasattr(total, "add"):  # a preference report also sums each side's trained tokens
+            total.add(report)
+            continue
         total.kept += report.kept
         total.tokens += report.tokens
         total.trained_tokens += report.trained_tokens
@@ -134,7 +160,8 @@ def _encode_training_files(recipe: Recipe, tokenizer):
 
 def encode_data(recipe: Recipe, tokenizer) -> TrainingData:
     """Encode the training files once (Arrow-cached by data + tokenizer + template + max length) and set the
-    held-out examples apart: data.eval_files, or a seeded data.eval_fraction of every source."""
+    held-out examples apart: data.eval_files, or a seeded data.eval_fraction of every source. A dpo recipe's
+    examples are encoded preference pairs (`tulu_lite.data.pairs.encode_pairs_dataset`)."""
     from tulu_lite.data.encode import SOURCE_COLUMN
     from tulu_lite.train.heldout import by_source, split_heldout
 

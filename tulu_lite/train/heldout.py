@@ -76,7 +76,14 @@ class SourceSize:
 
 
 def source_sizes(sets: dict) -> dict[str, SourceSize]:
-    return {name: SourceSize(len(ds), sum(_trained(labels) for labels in ds["labels"])) for name, ds in sets.items()}
+    """Examples and trained tokens per source (preference pairs: the trained tokens of both sides)."""
+    return {name: SourceSize(len(ds), sum(sum(_trained(labels) for labels in ds[column])
+                                          for column in _label_columns(ds)))
+            for name, ds in sets.items()}
+
+
+def _label_columns(dataset) -> list[str]:
+    return ["labels"] if "labels" in dataset.column_names else ["chosen_labels", "rejected_labels"]
 
 
 def _trained(labels: list[int]) -> int:

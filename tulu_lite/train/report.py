@@ -50,7 +50,7 @@ def summarise(trainer) -> dict:
     final = next((entry for entry in reversed(trainer.state.log_history) if "train_runtime" in entry), {})
     last = history[-1] if history else {}
     heldout = _heldout_summary(trainer)
-    return {
+    metrics = {
         "steps": trainer.state.global_step,
         "max_steps": trainer.state.max_steps,
         "epochs": trainer.state.epoch,
@@ -72,6 +72,10 @@ def summarise(trainer) -> dict:
         "heldout": heldout,
         "log_history": history,
     }
+    if trainer.run.recipe.stage == "dpo":  # what the loss is, for readers of metrics.json and the plot
+        metrics["stage"] = "dpo"
+        metrics["loss_type"] = trainer.run.recipe.dpo.loss_types
+    return metrics
 
 
 def _heldout_summary(trainer) -> dict | None:
@@ -83,11 +87,16 @@ def _heldout_summary(trainer) -> dict | None:
     data = trainer.run.data
     if not data.heldout:
         return None
+    history = [asdict(record) for record in eval_history(trainer.state.log_history, data.heldout)]
+    if trainer.run.recipe.stage == "dpo":
+        from tulu_lite.train.preference import preference_history
+
+        history = preference_history(history, trainer.state.log_history, data.heldout)
     return {
         "source": "data.eval_files" if trainer.run.recipe.data.eval_files else "data.eval_fraction",
         "sources": {name: asdict(size) for name, size in source_sizes(data.heldout).items()},
         "dropped": data.heldout_report.dropped if data.heldout_report is not None else {},
-        "history": [asdict(record) for record in eval_history(trainer.state.log_history, data.heldout)],
+        "history": history,
     }
 
 
@@ -111,7 +120,8 @@ def write_output(
     `adapter` is the LoRA state gathered from FSDP shards (`gathered_adapter`); None means the model holds it.
     """
     with atomic_dir(recipe.output_dir, force=force) as tmp, write_errors(recipe.output_dir, "the adapter"):
-        trainer.model.save_pretrained(tmp, state_dict=adapter)
+        # Only the trained adapter: with dpo.reference adapter the model also holds the frozen reference copy.
+        trainer.model.save_pretrained(tmp, state_dict=adapter, selected_adapters=["default"])
         tokenizer.save_pretrained(tmp)
         save_recipe(recipe, tmp / "recipe.yaml")
         write_json(tmp / "base_model.json", trainer.run.base or base_record(recipe, trainer.model))
@@ -147,6 +157,10 @@ def report_run(metrics: dict, console: Console) -> None:
     heldout = metrics["heldout"]
     if heldout is not None:
         console.print(heldout_table(metrics))
+        if metrics.get("stage") == "dpo":
+            from tulu_lite.train.preference import reward_table
+
+            console.print(reward_table(metrics))
         if metrics["stopped_early_at"] is not None:
             console.print(f"early stopping at step {metrics['stopped_early_at']}: no lower held-out loss since step "
                           f"{metrics['best_step']}", highlight=False)
@@ -175,7 +189,8 @@ def heldout_table(metrics: dict):
     columns = [("step 0", next((entry for entry in history if entry["step"] == 0), None)),
                (f"best: {metrics['best_step']}", best), (f"last: {history[-1]['step']}", history[-1])]
     columns = [(title, entry) for title, entry in columns if entry is not None]
-    table = Table(title="held-out loss by step (nats per trained token)")
+    unit = "DPO loss per pair" if metrics.get("stage") == "dpo" else "nats per trained token"
+    table = Table(title=f"held-out loss by step ({unit})")
     for title in ("source", "examples", "tokens", *(title for title, _ in columns)):
         table.add_column(title, justify="left" if title == "source" else "right")
     for name, size in heldout["sources"].items():
@@ -210,7 +225,7 @@ def plot_loss(metrics: dict, target: Path, *, title: str) -> None:
     if metrics["heldout"]:
         values += _plot_heldout(axis, metrics)
     axis.set_xlabel("optimizer step")
-    axis.set_ylabel("loss (assistant tokens)")
+    axis.set_ylabel("DPO loss (per pair)" if metrics.get("stage") == "dpo" else "loss (assistant tokens)")
     axis.set_title(title)
     axis.grid(alpha=0.3)
     if metrics["heldout"]:

@@ -271,7 +271,7 @@ def train_command(
         again = shlex.join(["tulu-lite", "train", str(recipe), *(f"--set={item}" for item in set_), "--resume"])
         Console(stderr=True).print(f"[yellow]{escape(str(stopped))}; continue with: {escape(again)}[/]",
                                    highlight=False, soft_wrap=True)
-        sys.exit(130)
+        sys.exit(128 + stopped.signal_number)  # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     metrics = result.metrics
     if result.main_process:
         if metrics["first_loss"] is not None:

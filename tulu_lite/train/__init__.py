@@ -17,10 +17,10 @@ write the output directory atomically:
                                  --resume; the run's lock
 
 Checkpoints live beside the output rather than inside it so the output directory itself is all-or-nothing.
-The first Ctrl-C finishes the current optimizer step, saves a checkpoint and stops (`TrainingStopped`); a second
-one aborts at once. Under `accelerate launch` every process trains its shard of each batch (data parallel) and
-process 0 writes; with an FSDP config (recipes/accelerate/fsdp.yaml) the weights, LoRA state and optimizer are
-sharded across the processes too, and the adapter is gathered onto process 0 to be written.
+The first Ctrl-C (or SIGTERM, SIGHUP: preemption) finishes the current optimizer step, saves a checkpoint and
+stops (`TrainingStopped`); a second one aborts at once. Under `accelerate launch` every process trains its shard of
+each batch (data parallel) and process 0 writes; with an FSDP config (recipes/accelerate/fsdp.yaml) the weights,
+LoRA state and optimizer are sharded across the processes too, and the adapter is gathered onto process 0.
 
 The package, in the order data flows through a run:
 
@@ -71,11 +71,13 @@ class TrainResult:
 
 
 class TrainingStopped(KeyboardInterrupt):
-    """Ctrl-C stopped the run after an optimizer step; `checkpoint` holds everything needed to resume or merge."""
+    """Ctrl-C, SIGTERM or SIGHUP stopped the run after an optimizer step; `checkpoint` holds everything needed to
+    resume or merge; `signal_number` is the signal that asked (the CLI exits with 128 + it, as a shell would)."""
 
-    def __init__(self, step: int, max_steps: int, checkpoint: Path) -> None:
+    def __init__(self, step: int, max_steps: int, checkpoint: Path, signal_number: int = 2) -> None:
         super().__init__(f"stopped at step {step}/{max_steps}; checkpoint saved in {checkpoint}")
         self.step, self.max_steps, self.checkpoint = step, max_steps, checkpoint
+        self.signal_number = signal_number
 
 
 def train(
@@ -189,7 +191,8 @@ def _run_stage(recipe: Recipe, trainer, tokenizer, stop, *, force: bool, console
         trainer.train(resume_from_checkpoint=trainer.run.start.checkpoint)
     if stop.requested and trainer.state.global_step < trainer.state.max_steps:
         step = trainer.state.global_step
-        raise TrainingStopped(step, trainer.state.max_steps, recipe.checkpoint_dir / f"{CHECKPOINT_PREFIX}{step}")
+        raise TrainingStopped(step, trainer.state.max_steps, recipe.checkpoint_dir / f"{CHECKPOINT_PREFIX}{step}",
+                              signal_number=stop.signal_number or 2)
     trainer.best.restore_into(trainer.model)  # with held-out data the output is the best evaluation's adapter
     metrics = summarise(trainer)
     adapter = gathered_adapter(trainer)  # a collective under FSDP: every process takes part

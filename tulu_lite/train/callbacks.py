@@ -107,32 +107,43 @@ def _human(count: float) -> str:
 # ---- Ctrl-C -------------------------------------------------------------------------------------------------------
 
 
+# The signals that ask a run to stop: Ctrl-C, and what preemption sends (SLURM, `docker stop` and Kubernetes send
+# SIGTERM, then SIGKILL after a grace period; a closed terminal or ssh session sends SIGHUP).
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+
+
 class StopOnInterrupt(TrainerCallback):
-    """The first Ctrl-C (SIGINT) asks the run to stop after the current optimizer step, with a checkpoint; the
-    second aborts at once (KeyboardInterrupt). Installed only while training, from the main thread."""
+    """The first Ctrl-C, SIGTERM or SIGHUP asks the run to stop after the current optimizer step, with a
+    checkpoint; a second one aborts at once (KeyboardInterrupt). Installed only while training, from the main
+    thread. `signal_number` is the first signal received (the command exits with 128 + it)."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.signal_number: int | None = None
         self.sync = None  # set under a multi-process launch: every process must stop at the same step
 
     def _on_signal(self, signum, frame):
+        name = STOP_SIGNALS.get(signum, f"signal {signum}")
         if self.requested:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for number in STOP_SIGNALS:
+                signal.signal(number, signal.default_int_handler if number == signal.SIGINT else signal.SIG_DFL)
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signal_number = True, signum
         # os.write, not print: a signal handler may interrupt a print to the same stream.
-        os.write(2, b"\nCtrl-C: stopping after this optimizer step and saving a checkpoint (Ctrl-C again aborts)\n")
+        os.write(2, f"\n{name}: stopping after this optimizer step and saving a checkpoint ({name} again "
+                    f"aborts)\n".encode())
 
     @contextmanager
     def installed(self):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = signal.signal(signal.SIGINT, self._on_signal)
+        previous = {number: signal.signal(number, self._on_signal) for number in STOP_SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
     def on_train_begin(self, args, state, control, **kwargs):
         if args.world_size > 1:

@@ -177,6 +177,14 @@ def headline(metrics: dict) -> float | None:
     return metrics.get("pass@10")
 
 
+def headline_label(metrics: dict) -> str:
+    return HEADLINE_LABEL
+
+
+def extra_files(predictions: list[dict]) -> dict:
+    return {}
+
+
 def resolved(settings: EvalSettings) -> dict:
     return {"protocol": settings.protocol, "data": str(problems_file(settings)),
             "chat_format": task_chat_format(settings, NAME), "samples_per_problem": settings.humaneval_samples,

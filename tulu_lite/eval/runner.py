@@ -34,14 +34,14 @@ from tulu_lite.eval import (
 from tulu_lite.eval.predictions import read_predictions
 from tulu_lite.eval.progress import notice
 from tulu_lite.eval.settings import EvalSettings
+from tulu_lite.eval.task import EvalTask
 from tulu_lite.json_files import read_json_file, write_json, write_jsonl
 from tulu_lite.outputs import atomic_dir, ensure_writable
 
-# task name -> module (each has load, predict, score, headline, resolved, PREDICTION_KEYS, SCORING_KEYS and
-# HEADLINE_LABEL; truthfulqa also headline_label, its headline depending on whether answers were judged)
-TASK_MODULES = {"mmlu": mmlu, "gsm": gsm, "bbh": bbh, "tydiqa": tydiqa, "codex_humaneval": humaneval,
-                "truthfulqa": truthfulqa, "toxigen": toxigen, "alpaca_eval": alpaca_eval,
-                "gsm_direct": gsm_direct, "bbh_direct": bbh_direct}
+# task name -> the module that implements it (see eval/task.py for what each provides)
+TASK_MODULES: dict[str, EvalTask] = {
+    "mmlu": mmlu, "gsm": gsm, "bbh": bbh, "tydiqa": tydiqa, "codex_humaneval": humaneval, "truthfulqa": truthfulqa,
+    "toxigen": toxigen, "alpaca_eval": alpaca_eval, "gsm_direct": gsm_direct, "bbh_direct": bbh_direct}
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,6 @@ class TaskResult:
     seconds: float
     output_dir: Path
     skipped: bool = False
-
-
-def headline_label(task: str, metrics: dict) -> str:
-    if task == "truthfulqa":
-        return truthfulqa.headline_label(metrics)
-    return TASK_MODULES[task].HEADLINE_LABEL
 
 
 def check_scoring_models(settings: EvalSettings) -> None:
@@ -148,7 +142,8 @@ def read_result(task: str, folder: Path) -> TaskResult:
     saved = read_json_file(folder / "settings.json")
     with open(folder / "predictions.jsonl", encoding="utf-8") as handle:
         examples = sum(1 for line in handle if line.strip())
-    return TaskResult(task, metrics, TASK_MODULES[task].headline(metrics), headline_label(task, metrics), examples,
+    module = TASK_MODULES[task]
+    return TaskResult(task, metrics, module.headline(metrics), module.headline_label(metrics), examples,
                       float(saved.get("seconds", 0.0)), folder, skipped=True)
 
 
@@ -183,9 +178,9 @@ def write_task(task: str, predictions: list[dict], metrics: dict, settings: Eval
         write_jsonl(predictions, tmp / "predictions.jsonl")
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "settings.json", record)
-        if task == "alpaca_eval":
-            write_json(tmp / alpaca_eval.OUTPUTS_FILE, alpaca_eval.outputs_for_judge(predictions))
-    return TaskResult(task, metrics, module.headline(metrics), headline_label(task, metrics), len(predictions),
+        for name, value in module.extra_files(predictions).items():
+            write_json(tmp / name, value)
+    return TaskResult(task, metrics, module.headline(metrics), module.headline_label(metrics), len(predictions),
                       seconds, target)
 
 

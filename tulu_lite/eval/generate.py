@@ -90,8 +90,8 @@ class StopOnText(StoppingCriteria):
     that grows with the square of its length, so only a row's tail is decoded. Appending a token changes the decoded
     text only in its last *unit* (the new token, or the run of byte pieces it extends) and a few characters before
     it (a split UTF-8 character completed), so a stop sequence that appears for the first time lies in the last
-    `window` tokens once they hold `reach` characters before that unit. The tail starts at a unit's start, and its
-    first `MARGIN` characters are not searched: decoding from mid-row may differ there (a sentencepiece space
+    `window` tokens once they hold `reach` characters before that unit. A tail starts at a unit's start (never
+    inside a run of byte pieces), and its first `MARGIN` characters are not searched: decoding from mid-row may differ there (a sentencepiece space
     dropped, half a character shown as U+FFFD). A row too short for that is decoded whole, as the stop rule sees it.
     A row whose newest token is skipped by decoding (eos, padding after the row ended) keeps its text and its
     answer. The result is that of searching the whole continuation at every step (tested on four vocabularies).
@@ -121,27 +121,20 @@ class StopOnText(StoppingCriteria):
         decode = functools.partial(self.tokenizer.batch_decode, skip_special_tokens=True)
         tails, width = {}, self.window
         while rows:
-            windows = [new[row, self._unit_start(new[row], new.shape[1] - width):].tolist() for row in rows]
-            whole = [len(window) == new.shape[1] for window in windows]
+            if width >= new.shape[1]:
+                return tails | dict(zip(rows, decode(new[rows].tolist())))
+            blocks = new[rows, -width - 1:].tolist()  # each window, after the token before it
+            windows = [block[1:] for block in blocks]
             texts = decode(windows + [window[:self._last_unit(window)] for window in windows])
             short = []
-            for i, row in enumerate(rows):
-                if whole[i]:
-                    tails[row] = texts[i]
-                elif len(texts[len(rows) + i]) >= self.reach:
+            for i, (row, block) in enumerate(zip(rows, blocks)):
+                inside_a_run = block[0] in self.glue and block[1] in self.glue
+                if not inside_a_run and len(texts[len(rows) + i]) >= self.reach:
                     tails[row] = texts[i][self.MARGIN:]
                 else:
                     short.append(row)
             rows, width = short, width * 2
         return tails
-
-    def _unit_start(self, row: torch.Tensor, start: int) -> int:
-        """`start`, moved back to the start of the run of byte pieces it falls in (0 when it is before the row)."""
-        if start <= 0:
-            return 0
-        while start > 0 and int(row[start]) in self.glue and int(row[start - 1]) in self.glue:
-            start -= 1
-        return start
 
     def _last_unit(self, window: list[int]) -> int:
         """Where the last unit of `window` starts: its newest token, or the run of byte pieces that token ends."""

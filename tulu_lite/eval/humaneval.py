@@ -103,15 +103,19 @@ def stop_sequences(settings: EvalSettings) -> list[str]:
     return STOP if task_chat_format(settings, NAME) == "none" else [*STOP, "\n```"]
 
 
-def predict(settings: EvalSettings, lm) -> list[dict]:
-    problems = load(settings)
+def problem_prompts(settings: EvalSettings, problems: list[dict], tokenizer) -> list:
+    """The model's prompt for each problem: its function header, in the protocol's chat format (see above)."""
     chat_format = task_chat_format(settings, NAME)
     if chat_format == "none":
-        prompts = [build_prompt(p["prompt"], "", "none", lm.tokenizer, protocol=settings.protocol) for p in problems]
-    else:
-        prompts = [build_prompt("Complete the following python function.\n\n\n" + p["prompt"],
-                                "Here is the completed function:\n\n\n" + p["prompt"], chat_format, lm.tokenizer,
-                                protocol=settings.protocol) for p in problems]
+        return [build_prompt(p["prompt"], "", "none", tokenizer, protocol=settings.protocol) for p in problems]
+    return [build_prompt("Complete the following python function.\n\n\n" + p["prompt"],
+                         "Here is the completed function:\n\n\n" + p["prompt"], chat_format, tokenizer,
+                         protocol=settings.protocol) for p in problems]
+
+
+def predict(settings: EvalSettings, lm) -> list[dict]:
+    problems = load(settings)
+    prompts = problem_prompts(settings, problems, lm.tokenizer)
     n = settings.humaneval_samples
     records = []
     for temperature in TEMPERATURES:

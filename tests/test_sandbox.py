@@ -313,3 +313,37 @@ def test_namespaces_can_be_required():
 
         with pytest.raises(TuluError, match="not available here"):
             run_one(humaneval_text("    return a + b\n"), "namespaces")
+
+
+# ---- programs that do not compile: failed without a sandbox, with the harness's own verdict ------------------------
+
+NOT_PYTHON = {
+    "invalid syntax": "    return a +\n",
+    "indentation": "return a + b\n",
+    "unterminated string": "    return 'a\n",
+    "tabs and spaces": "    if a:\n\treturn b\n        return a\n",
+    "yield in an annotation": "    def g(x: (yield)): pass\n    return a + b\n",  # an error only as the harness compiles
+}
+
+
+@pytest.mark.parametrize("completion", NOT_PYTHON.values(), ids=NOT_PYTHON.keys())
+def test_a_program_that_does_not_compile_fails_as_the_harness_fails_it(completion, tmp_path):
+    program = Program(PROMPT + completion, PROMPT + TEST, "add")
+    job = execution._start(execution._job(program, tmp_path / "job", 10, False), 10)
+    job.process.wait(timeout=60)
+    by_harness = execution._finish(job)
+    assert by_harness.status == "failed" and "Error" in by_harness.detail
+    assert execution._fails_to_compile(program) == by_harness
+
+
+def test_programs_that_do_not_compile_start_no_sandbox(monkeypatch):
+    def no_sandbox(*args):
+        raise AssertionError("a sandbox was started")
+
+    monkeypatch.setattr(execution, "_start", no_sandbox)
+    programs = [Program(PROMPT + completion, PROMPT + TEST, "add") for completion in NOT_PYTHON.values()]
+    done = []
+    outcomes = run_programs(programs, timeout=10, workers=2, isolation="none", on_done=lambda: done.append(1))
+    assert [o.status for o in outcomes] == ["failed"] * len(programs) and len(done) == len(programs)
+    assert execution._fails_to_compile(Program(PROMPT + "    return a + b\n", PROMPT + TEST, "add")) is None
+    assert execution._fails_to_compile(humaneval_text("    return a +\n")) is None  # plain text: the harness splits it

@@ -92,6 +92,15 @@ def headline(metrics: dict) -> float | None:
     return None
 
 
+def headline_label(metrics: dict) -> str:
+    return HEADLINE_LABEL
+
+
+def extra_files(predictions: list[dict]) -> dict:
+    """AlpacaEval's judge reads the outputs in its own format."""
+    return {OUTPUTS_FILE: outputs_for_judge(predictions)}
+
+
 def resolved(settings: EvalSettings) -> dict:
     return {"protocol": settings.protocol, "data": str(task_dir(settings, NAME) / "alpaca_eval.json"),
             "chat_format": task_chat_format(settings, NAME), "generator": generator_name(settings),

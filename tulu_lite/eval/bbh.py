@@ -162,6 +162,14 @@ def headline(metrics: dict) -> float | None:
     return metrics.get("average_exact_match")
 
 
+def headline_label(metrics: dict) -> str:
+    return HEADLINE_LABEL
+
+
+def extra_files(predictions: list[dict]) -> dict:
+    return {}
+
+
 def resolved(settings: EvalSettings, *, direct: bool = False) -> dict:
     subset = subset_size(settings, PAPER_SUBSET)
     order = [task_name(p) for p in task_files(settings)]

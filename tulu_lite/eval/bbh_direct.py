@@ -11,11 +11,15 @@ from tulu_lite.eval.settings import EvalSettings
 NAME = "bbh_direct"
 PREDICTION_KEYS, SCORING_KEYS = bbh.PREDICTION_KEYS, bbh.SCORING_KEYS
 HEADLINE_LABEL = "BBH EM (3-shot direct)"
-score, headline = bbh.score, bbh.headline
+score, headline, extra_files = bbh.score, bbh.headline, bbh.extra_files
 
 
 def load(settings: EvalSettings) -> list[dict]:
     return bbh.load(settings, direct=True)
+
+
+def headline_label(metrics: dict) -> str:
+    return HEADLINE_LABEL
 
 
 def predict(settings: EvalSettings, lm) -> list[dict]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.table import Table
 
 from tulu_lite.errors import TuluError
-from tulu_lite.eval.runner import TASK_MODULES, headline_label
+from tulu_lite.eval.runner import TASK_MODULES
 from tulu_lite.json_files import read_json_file
 from tulu_lite.outputs import atomic_file
 
@@ -54,7 +54,7 @@ def read_results(out_dir: Path) -> ModelRow:
         value = module.headline(metrics)
         if value is not None:
             scores[task] = value
-            labels[task] = headline_label(task, metrics)
+            labels[task] = module.headline_label(metrics)
         protocols.add(metrics.get("protocol", "tulu-lite"))  # results written before protocols were tulu-lite's
         model_dir = settings.get("settings", {}).get("model_dir")
         name = name or (Path(model_dir).name if model_dir else None)

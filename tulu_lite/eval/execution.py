@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Literal
 
 from tulu_lite.errors import TuluError
+from tulu_lite.eval.sandbox.compiling import compile_program
+from tulu_lite.eval.sandbox.wire import describe
 
 MEMORY_LIMIT_BYTES = 2 * 1024**3
 FILE_SIZE_LIMIT_BYTES = 16 * 1024**2
-SANDBOX = Path(__file__).with_name("sandbox.py")
+SANDBOX = Path(__file__).with_name("sandbox")  # a folder run as a script (its __main__.py)
 # The harness enforces the deadline itself (and then removes the program); this much later the evaluator kills
 # a harness that did not answer.
 HARNESS_GRACE_SECONDS = 10.0
@@ -86,6 +88,10 @@ def _run_all(sources: Sequence[str | Program], timeout: float, workers: int, on_
         while pending or running:
             while pending and len(running) < workers:
                 index, source = pending.popleft()
+                outcomes[index] = _fails_to_compile(source)
+                if outcomes[index] is not None:
+                    on_done()
+                    continue
                 running[index] = _start(_job(source, Path(root) / str(index), timeout, isolate), timeout)
             now = time.monotonic()
             done = [i for i, job in running.items() if job.process.poll() is not None or now > job.deadline]
@@ -95,6 +101,21 @@ def _run_all(sources: Sequence[str | Program], timeout: float, workers: int, on_
             if not done:
                 time.sleep(0.005)
     return outcomes
+
+
+def _fails_to_compile(source: str | Program) -> Outcome | None:
+    """The outcome of a program whose candidate does not compile, which needs no sandbox: compiling runs nothing
+    of it, and the harness would compile it the same way and fail it with the same detail (most of what an
+    undertrained model writes; starting a harness costs about 0.1 s). None for every other program."""
+    if not isinstance(source, Program):
+        return None  # a plain text is split by the harness first, with its own messages
+    try:
+        compile_program(source.candidate)
+    except SyntaxError as exc:  # IndentationError and TabError too
+        return Outcome(False, "failed", describe(exc))
+    except Exception:  # noqa: BLE001 - anything else (null bytes, too deep) is the harness's to report
+        return None
+    return None
 
 
 def _job(source: str | Program, folder: Path, timeout: float, isolate: bool) -> tuple[dict, dict]:

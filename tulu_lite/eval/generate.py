@@ -7,7 +7,9 @@ spent on padding); results come back in the caller's order. On a GPU the model l
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,20 +69,81 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int
         yield order[start:start + batch_size]
 
 
+_BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
+@functools.lru_cache(maxsize=8)
+def token_kinds(tokenizer) -> tuple[frozenset[int], frozenset[int]]:
+    """(byte pieces, skipped) of a tokenizer, for `StopOnText`. Byte pieces are sentencepiece's byte-fallback tokens
+    (``<0xE7>``): decoding turns a run of them into text together, all of it U+FFFD while its last character is
+    incomplete. Skipped are the special tokens decoding drops (eos, padding), which also joins the runs around them."""
+    pieces = frozenset(i for token, i in tokenizer.get_vocab().items() if _BYTE_PIECE.fullmatch(token))
+    skipped = frozenset(i for i, token in tokenizer.added_tokens_decoder.items()
+                        if token.special and tokenizer.decode([i], skip_special_tokens=True) == "")
+    return pieces, skipped
+
+
 class StopOnText(StoppingCriteria):
     """Finish a row once its generated text contains a stop sequence.
 
     transformers' own `stop_strings` rebuilds a table over the whole vocabulary on every `generate()` call
-    (seconds for a 32k vocabulary, per batch); decoding the few hundred new tokens per step is far cheaper.
+    (seconds for a 32k vocabulary, per batch). Decoding each row's whole continuation at every step costs time
+    that grows with the square of its length, so only a row's tail is decoded. Appending a token changes the decoded
+    text only in its last *unit* (the new token, or the run of byte pieces it extends) and a few characters before
+    it (a split UTF-8 character completed), so a stop sequence that appears for the first time lies in the last
+    `window` tokens once they hold `reach` characters before that unit. A tail starts at a unit's start (never
+    inside a run of byte pieces), and its first `MARGIN` characters are not searched: decoding from mid-row may differ there (a sentencepiece space
+    dropped, half a character shown as U+FFFD). A row too short for that is decoded whole, as the stop rule sees it.
+    A row whose newest token is skipped by decoding (eos, padding after the row ended) keeps its text and its
+    answer. The result is that of searching the whole continuation at every step (tested on four vocabularies).
     """
+
+    MARGIN = 8  # characters at the start of a tail that decoding from mid-row may change
 
     def __init__(self, tokenizer, stop: Sequence[str], prompt_width: int):
         self.tokenizer, self.stop, self.prompt_width = tokenizer, [s for s in stop if s], prompt_width
+        self.reach = max((len(s) for s in self.stop), default=0) + 2 * self.MARGIN
+        self.window = self.reach // 2 + 1  # tokens: most hold two characters or more; doubled for rows where they do not
+        self.pieces, self.skipped = token_kinds(tokenizer)
+        self.glue = self.pieces | self.skipped  # tokens a run of byte pieces decodes across
+        self.done: list[bool] = []
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width:].tolist(), skip_special_tokens=True)
-        done = [any(s in text for s in self.stop) for text in texts]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+        new = input_ids[:, self.prompt_width:]
+        self.done = self.done or [False] * len(new)
+        newest = new[:, -1].tolist()
+        pending = [row for row, done in enumerate(self.done) if not done and newest[row] not in self.skipped]
+        for row, text in self._tails(new, pending).items():
+            self.done[row] = any(s in text for s in self.stop)
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+    def _tails(self, new: torch.Tensor, rows: list[int]) -> dict[int, str]:
+        """row -> the text to search: the whole continuation, or a tail that holds every new stop sequence."""
+        decode = functools.partial(self.tokenizer.batch_decode, skip_special_tokens=True)
+        tails, width = {}, self.window
+        while rows:
+            if width >= new.shape[1]:
+                return tails | dict(zip(rows, decode(new[rows].tolist())))
+            blocks = new[rows, -width - 1:].tolist()  # each window, after the token before it
+            windows = [block[1:] for block in blocks]
+            texts = decode(windows + [window[:self._last_unit(window)] for window in windows])
+            short = []
+            for i, (row, block) in enumerate(zip(rows, blocks)):
+                inside_a_run = block[0] in self.glue and block[1] in self.glue
+                if not inside_a_run and len(texts[len(rows) + i]) >= self.reach:
+                    tails[row] = texts[i][self.MARGIN:]
+                else:
+                    short.append(row)
+            rows, width = short, width * 2
+        return tails
+
+    def _last_unit(self, window: list[int]) -> int:
+        """Where the last unit of `window` starts: its newest token, or the run of byte pieces that token ends."""
+        start = len(window) - 1
+        if window[start] in self.pieces:
+            while start > 0 and window[start - 1] in self.glue:
+                start -= 1
+        return start
 
 
 @dataclass

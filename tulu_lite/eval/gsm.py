@@ -160,6 +160,14 @@ def headline(metrics: dict) -> float | None:
     return metrics.get("exact_match")
 
 
+def headline_label(metrics: dict) -> str:
+    return HEADLINE_LABEL
+
+
+def extra_files(predictions: list[dict]) -> dict:
+    return {}
+
+
 def resolved(settings: EvalSettings, *, direct: bool = False) -> dict:
     subset = subset_size(settings, PAPER_SUBSET)
     draw = "random.seed({}) + random.sample".format(settings.seed) if settings.protocol == "tulu-v1" else "first N"

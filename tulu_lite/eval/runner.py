@@ -34,14 +34,14 @@ from tulu_lite.eval import (
 from tulu_lite.eval.predictions import read_predictions
 from tulu_lite.eval.progress import notice
 from tulu_lite.eval.settings import EvalSettings
+from tulu_lite.eval.task import EvalTask
 from tulu_lite.json_files import read_json_file, write_json, write_jsonl
 from tulu_lite.outputs import atomic_dir, ensure_writable
 
-# task name -> module (each has load, predict, score, headline, resolved, PREDICTION_KEYS, SCORING_KEYS and
-# HEADLINE_LABEL; truthfulqa also headline_label, its headline depending on whether answers were judged)
-TASK_MODULES = {"mmlu": mmlu, "gsm": gsm, "bbh": bbh, "tydiqa": tydiqa, "codex_humaneval": humaneval,
-                "truthfulqa": truthfulqa, "toxigen": toxigen, "alpaca_eval": alpaca_eval,
-                "gsm_direct": gsm_direct, "bbh_direct": bbh_direct}
+# task name -> the module that implements it (see eval/task.py for what each provides)
+TASK_MODULES: dict[str, EvalTask] = {
+    "mmlu": mmlu, "gsm": gsm, "bbh": bbh, "tydiqa": tydiqa, "codex_humaneval": humaneval, "truthfulqa": truthfulqa,
+    "toxigen": toxigen, "alpaca_eval": alpaca_eval, "gsm_direct": gsm_direct, "bbh_direct": bbh_direct}
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,6 @@ class TaskResult:
     seconds: float
     output_dir: Path
     skipped: bool = False
-
-
-def headline_label(task: str, metrics: dict) -> str:
-    if task == "truthfulqa":
-        return truthfulqa.headline_label(metrics)
-    return TASK_MODULES[task].HEADLINE_LABEL
 
 
 def check_scoring_models(settings: EvalSettings) -> None:
@@ -78,21 +72,22 @@ def check_output_dir(settings: EvalSettings) -> None:
     ensure_writable(settings.output_dir / settings.tasks[0], "--output-dir")  # probes inside OUT_DIR if it exists
 
 
-def preflight(settings: EvalSettings) -> dict[str, bool]:
+def preflight(settings: EvalSettings, weights: dict | None) -> dict[str, resume.Finished]:
     """Before any model loads: a writable output location, every task's data read and validated, scoring models
-    present; returns which tasks already finished in an earlier run of the same command."""
+    present; returns which tasks already finished in an earlier run of the same command on the same `weights`."""
     check_output_dir(settings)
     for task in settings.tasks:
         TASK_MODULES[task].load(settings)  # reads and validates the task's files; raises on the first problem
     check_scoring_models(settings)
-    return {task: resume.already_finished(settings, task, TASK_MODULES[task]) for task in settings.tasks}
+    return {task: resume.already_finished(settings, task, TASK_MODULES[task], weights) for task in settings.tasks}
 
 
 class _LazyModel:
-    """The model under evaluation, loaded the first time a task needs to generate."""
+    """The model under evaluation, loaded the first time a task needs to generate; `weights` is the fingerprint
+    of its folder's weights (`resume.model_weights`), recorded with every result."""
 
-    def __init__(self, settings: EvalSettings, lm=None):
-        self.settings, self.lm = settings, lm
+    def __init__(self, settings: EvalSettings, weights: dict | None, lm=None):
+        self.settings, self.weights, self.lm = settings, weights, lm
 
     def get(self):
         if self.lm is None:
@@ -107,27 +102,33 @@ class _LazyModel:
 
 def evaluate(settings: EvalSettings, lm=None) -> list[TaskResult]:
     """Run every task in `settings.tasks` on the model in `settings.model_dir` (or an already loaded `lm`)."""
-    finished = preflight(settings)
-    model = _LazyModel(settings, lm)
+    weights = resume.model_weights(settings.model_dir)
+    finished = preflight(settings, weights)
+    model = _LazyModel(settings, weights, lm)
     results = []
     for task in settings.tasks:
-        if finished[task]:
+        if finished[task] == "yes":
             notice(f"{task}: already finished in {settings.output_dir / task} (same model and settings); "
                    f"skipped (--force runs it again)")
             results.append(read_result(task, settings.output_dir / task))
             continue
-        results.append(run_task(task, settings, model))
+        if finished[task] == "stale":
+            notice(f"{task}: {settings.output_dir / task} holds results of other weights than those now in "
+                   f"{settings.model_dir}; running it again to replace them")
+        results.append(run_task(task, settings, model, replace=finished[task] == "stale"))
     return results
 
 
-def run_task(task: str, settings: EvalSettings, model: _LazyModel) -> TaskResult:
+def run_task(task: str, settings: EvalSettings, model: _LazyModel, replace: bool = False) -> TaskResult:
+    """Generate (or take an interrupted run's generations), score and write one task; `replace` overwrites a stale
+    result of the same task."""
     module = TASK_MODULES[task]
-    records = resume.saved_generations(settings, task, module)
+    records = resume.saved_generations(settings, task, module, model.weights)
     if records is None:
         lm = model.get()
         start = time.monotonic()
         records = [{"protocol": settings.protocol, **record} for record in module.predict(settings, lm)]
-        saved = resume.save_generations(settings, task, module, records)
+        saved = resume.save_generations(settings, task, module, records, model.weights)
     else:
         start = time.monotonic()
         saved = resume.generations_file(settings, task)
@@ -137,7 +138,8 @@ def run_task(task: str, settings: EvalSettings, model: _LazyModel) -> TaskResult
     except Exception as exc:
         raise TuluError(f"{task}: scoring failed ({type(exc).__name__}: {exc}); the generations are kept in {saved}: "
                         f"rerun the same command to score them (or re-score with --predictions {saved})") from exc
-    result = write_task(task, records, metrics, settings, time.monotonic() - start)
+    result = write_task(task, records, metrics, settings, time.monotonic() - start, weights=model.weights,
+                        replace=replace)
     resume.discard_generations(settings, task)
     return result
 
@@ -148,7 +150,8 @@ def read_result(task: str, folder: Path) -> TaskResult:
     saved = read_json_file(folder / "settings.json")
     with open(folder / "predictions.jsonl", encoding="utf-8") as handle:
         examples = sum(1 for line in handle if line.strip())
-    return TaskResult(task, metrics, TASK_MODULES[task].headline(metrics), headline_label(task, metrics), examples,
+    module = TASK_MODULES[task]
+    return TaskResult(task, metrics, module.headline(metrics), module.headline_label(metrics), examples,
                       float(saved.get("seconds", 0.0)), folder, skipped=True)
 
 
@@ -170,22 +173,24 @@ def rescore(settings: EvalSettings, predictions_file: Path) -> TaskResult:
 
 
 def write_task(task: str, predictions: list[dict], metrics: dict, settings: EvalSettings, seconds: float,
-               source: Path | None = None) -> TaskResult:
+               source: Path | None = None, weights: dict | None = None, replace: bool = False) -> TaskResult:
+    """OUT_DIR/<task> written atomically: predictions, metrics, settings (with the fingerprint of the model's
+    `weights`, or the re-scored file as `source`) and the task's extra files."""
     module = TASK_MODULES[task]
     target = settings.output_dir / task
     record = {"task": task, "tulu_lite_version": tulu_lite_version(), "settings": settings.model_dump(mode="json"),
-              "task_settings": module.resolved(settings) if source is None else {},
+              "task_settings": module.resolved(settings) if source is None else {}, "model_weights": weights,
               "rescored_from": str(source) if source else None, "seconds": round(seconds, 2)}
     if source is not None and (source.parent / "settings.json").is_file():
         # The run that produced the predictions (model, prompts, decoding) stays on record.
         record["source_settings"] = read_json_file(source.parent / "settings.json")
-    with atomic_dir(target, force=settings.force) as tmp:
+    with atomic_dir(target, force=settings.force or replace) as tmp:
         write_jsonl(predictions, tmp / "predictions.jsonl")
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "settings.json", record)
-        if task == "alpaca_eval":
-            write_json(tmp / alpaca_eval.OUTPUTS_FILE, alpaca_eval.outputs_for_judge(predictions))
-    return TaskResult(task, metrics, module.headline(metrics), headline_label(task, metrics), len(predictions),
+        for name, value in module.extra_files(predictions).items():
+            write_json(tmp / name, value)
+    return TaskResult(task, metrics, module.headline(metrics), module.headline_label(metrics), len(predictions),
                       seconds, target)
 
 

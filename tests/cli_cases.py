@@ -155,8 +155,8 @@ def run_interrupted(case: Interrupted, cwd: Path, args: list[str]) -> subprocess
 
 
 def check_interrupted(case: Interrupted, tmp: Path) -> str:
-    """Run `case` in `tmp` and assert what an interruption promises: the signal's exit code (128 + its number), one
-    ``interrupted`` line on stderr and no traceback, every file that existed before byte-identical, no temporary
+    """Run `case` in `tmp` and assert what an interruption promises: the signal's exit code (128 + its number),
+    exactly one ``interrupted`` line on stderr and no traceback, every file that existed before byte-identical, no temporary
     left behind; return the line."""
     if case.setup is not None:
         case.setup(tmp)
@@ -165,8 +165,8 @@ def check_interrupted(case: Interrupted, tmp: Path) -> str:
     output = done.stdout + done.stderr
     assert done.returncode == 128 + case.signum, f"{case.name}: exit {done.returncode}\n{output[-3000:]}"
     assert "Traceback" not in output, f"{case.name}: traceback\n{output[-3000:]}"
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("interrupted ("), f"{case.name}: stderr\n{done.stderr}"
+    lines = [line for line in done.stderr.splitlines() if line.startswith("interrupted")]
+    assert len(lines) == 1, f"{case.name}: expected one 'interrupted' line on stderr, got\n{done.stderr}"
     assert re.search(case.expect, lines[0]), f"{case.name}: {lines[0]!r} does not match {case.expect!r}"
     after = snapshot(tmp)
     for rel, state in before.items():

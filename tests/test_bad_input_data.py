@@ -150,7 +150,7 @@ CASES = [
     BadInput("stats on JSON Lines nested 200k deep", ["data", "stats", "deep.jsonl"],
              r"^error: deep\.jsonl:2: JSON nested too deeply to read$", _file("deep.jsonl", DEEP_LINES)),
     BadInput("stats on a JSON array nested 200k deep", ["data", "stats", "deep.json"],
-             r"^error: deep\.json:1: JSON nested too deeply to read \(element 1",
+             r"^error: deep\.json:2: JSON nested too deeply to read \(element 1",
              _file("deep.json", "[" + GOOD_LINE + ",\n" + '{"messages": ' + DEEP + "}]\n")),
     BadInput("stats on a truncated .jsonl.gz", ["data", "stats", "a.jsonl.gz"],
              r"^error: a\.jsonl\.gz:\d+: the gzip file ends early \(truncated download\? fetch it again\)$",

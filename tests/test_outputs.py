@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from tulu_lite.outputs import (
     atomic_dir,
     atomic_file,
     ensure_writable,
+    interrupted_outputs,
     remove_stale_temporaries,
 )
 
@@ -133,6 +135,33 @@ def test_a_tiny_base_build_killed_half_way_is_cleared_by_the_next_build(tmp_path
     (stale / "model.safetensors").write_bytes(b"0" * 1000)
     assert Path(tiny_llama_dir(config)) == built and (built / "config.json").is_file()
     assert not stale.exists()
+
+
+@pytest.mark.parametrize("made", [".probe-", ".partial-"])
+def test_a_signal_right_after_a_temporary_is_made_still_removes_it(tmp_path, monkeypatch, made):
+    """Ctrl-C (or SIGTERM through tulu_lite.signals) between creating a temporary (or the writability probe) and
+    the code that removes it would leave it behind: signals are held back until it is taken care of."""
+    import tulu_lite.outputs as outputs
+
+    real_mkstemp, real_mkdtemp = tempfile.mkstemp, tempfile.mkdtemp
+
+    def interrupted(real):
+        def make(*args, **kwargs):
+            path = real(*args, **kwargs)
+            if made in kwargs["prefix"]:
+                os.kill(os.getpid(), signal.SIGINT)  # arrives before the caller has even seen the name
+            return path
+        return make
+
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", interrupted(real_mkstemp))
+    monkeypatch.setattr(outputs.tempfile, "mkdtemp", interrupted(real_mkdtemp))
+    with pytest.raises(KeyboardInterrupt), atomic_file(tmp_path / "a.jsonl") as handle:
+        handle.write("never")
+    with pytest.raises(KeyboardInterrupt), atomic_dir(tmp_path / "model") as tmp:
+        (tmp / "w").write_text("never")
+    assert list(tmp_path.iterdir()) == []
+    if made == ".partial-":  # (interrupted at the probe, the writing had not started)
+        assert interrupted_outputs()[1][-2:] == [tmp_path / "a.jsonl", tmp_path / "model"]
 
 
 # ---- one rule for every output path: links followed, special files refused --------------------------------------

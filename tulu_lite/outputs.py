@@ -133,11 +133,12 @@ def ensure_writable(target: str | os.PathLike, what: str = "output",
             raise TuluError(f"{what} {shown}: {parent} is a file, not a directory")
     existing = next(parent for parent in target.parents if parent.exists())
     try:
-        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.probe-", dir=existing)
+        with _signals_deferred():  # an interruption between creating and removing the probe would leave it
+            fd, probe = tempfile.mkstemp(prefix=f".{target.name}.probe-", dir=existing)
+            os.close(fd)
+            os.unlink(probe)
     except OSError as exc:
         raise TuluError(f"{what} {shown}: can't write in {existing} ({os_reason(exc)})") from None
-    os.close(fd)
-    os.unlink(probe)
 
 
 def os_reason(exc: OSError) -> str:
@@ -206,21 +207,26 @@ def atomic_dir(target: str | os.PathLike, *, force: bool = False) -> Iterator[Pa
     ensure_writable(target)
     created = _make_parents(target)
     remove_stale_temporaries(target)
-    with _signals_deferred():
-        tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(target), dir=target.parent))
-        _LOG.depth += 1
+    tmp = None
     try:
+        # A signal held back here is raised when the block ends, inside the `try`: the temporary is removed.
+        with _signals_deferred():
+            tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(target), dir=target.parent))
+            _LOG.depth += 1
         yield tmp
         apply_umask(tmp)
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            _LOG.depth -= 1
         _remove_if_empty(created)
-        _LOG.depth -= 1
         _record(Path(shown), done=False)
         _name_the_target(exc, Path(shown))
         raise
     backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-    with _signals_deferred():  # never a moment without an output: the old one goes aside only for the swap
+    # Never a moment without an output: the old one goes aside only for the swap. A signal held back during it is
+    # raised right after, with the new output in place (and recorded as written).
+    with _signals_deferred():
         _LOG.depth -= 1
         if target.exists():
             target.rename(backup)
@@ -238,15 +244,18 @@ def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator:
     ensure_writable(target)
     created = _make_parents(target)
     remove_stale_temporaries(target)
-    with _signals_deferred():
-        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(target), dir=target.parent)
+    tmp = None
     try:
+        # A signal held back here is raised when the block ends, inside the `try`: the temporary is removed.
+        with _signals_deferred():
+            fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(target), dir=target.parent)
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
             yield handle
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         _remove_if_empty(created)
         _record(Path(shown), done=False)
         _name_the_target(exc, Path(shown))

@@ -27,6 +27,7 @@ import shutil
 import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -172,21 +173,34 @@ def _record(target: Path, done: bool) -> None:
         (_LOG.finished if done else _LOG.abandoned).append(target)
 
 
-_TERMINATION = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
+_TERMINATION = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 @contextmanager
 def _signals_deferred() -> Iterator[None]:
     """Hold Ctrl-C, SIGTERM and SIGHUP back for a few system calls (a temporary being created and remembered, an
-    old output swapped for the new): a signal in between would leave a temporary, or no output at all."""
-    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks (and no SIGHUP)
+    old output swapped for the new): a signal in between would leave a temporary, or no output at all.
+
+    Python runs signal handlers in the main thread only, so this swaps the handlers there for one that notes the
+    signal, then restores them and raises what arrived. (A signal mask would not do: it is per thread, and the
+    kernel hands a process signal to any thread that doesn't block it, such as torch's.) Writers in other threads
+    never see a KeyboardInterrupt and need no deferral.
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _TERMINATION)
+    previous = {signum: signal.getsignal(signum) for signum in _TERMINATION}
+    previous = {signum: handler for signum, handler in previous.items() if handler is not None}  # set outside Python
+    arrived: list[int] = []
+    for signum in previous:
+        signal.signal(signum, lambda signum, frame: arrived.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)  # handled as it would have been, now that the work is done
 
 
 # ---- atomic writers ---------------------------------------------------------------------------------------------

@@ -53,6 +53,8 @@ def _report_interruption(exc: KeyboardInterrupt, command: str) -> int:
         line += f" while writing {', '.join(map(str, abandoned))}, which was not written (nothing half-written is left)"
     if finished:
         line += f"; it had written {', '.join(map(str, finished))}"
+    elif not abandoned and command == "train":  # the Trainer's checkpoints are not atomic outputs
+        line += "; the adapter was not written (checkpoints saved before are kept: continue with --resume)"
     elif not abandoned:
         line += "; nothing was written"
     Console(stderr=True).print(f"[yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)

@@ -40,7 +40,7 @@ from tulu_lite.eval.generate import LanguageModel, StopOnText, load_model
 from tulu_lite.eval.prompts import Prompt
 from tulu_lite.eval.settings import make_settings
 from tulu_lite.json_files import write_json
-from tulu_lite.model import build_tiny_llama
+from tulu_lite.model.tiny import build_tiny_llama
 from tulu_lite.tokenizer import BUNDLED_LLAMA_TOKENIZER, load_tokenizer
 
 TEMPERATURE, TOP_P = 0.8, 0.95

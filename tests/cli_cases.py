@@ -54,6 +54,8 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
             state[rel] = ("link", 0)
         elif path.is_dir():
             state[rel] = ("dir", path.stat().st_mode)
+        elif not path.is_file():  # a FIFO or a device: reading it would block or never end
+            state[rel] = ("special", path.stat().st_mode)
         else:
             state[rel] = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mode)
     return state
@@ -80,3 +82,96 @@ def check_bad_input(case: BadInput, tmp: Path) -> str:
         assert not TEMPORARY.search(rel), f"{case.name}: temporary left behind: {rel}"
         assert any(Path(rel).match(pattern) for pattern in case.allow_new), f"{case.name}: unexpected new {rel}"
     return errors[0]
+
+
+# ---- interrupted commands ---------------------------------------------------------------------------------------
+
+# Runs the CLI with the atomic writers wrapped so that, once the output named $PAUSE_AT is complete in its temporary
+# (the block that writes it has finished, the rename has not happened), the process says so in $READY and waits:
+# the signal then arrives at that known point, where the most is at stake (a whole output, about to appear).
+PAUSED_CLI = """
+import os, sys, time
+from contextlib import contextmanager
+from pathlib import Path
+import tulu_lite.outputs as outputs
+
+def pausing(original):
+    @contextmanager
+    def wrapper(target, *args, **kwargs):
+        with original(target, *args, **kwargs) as tmp:
+            yield tmp
+            if Path(target).name == os.environ["PAUSE_AT"]:
+                Path(os.environ["READY"]).write_text("paused")
+                time.sleep(120)
+    return wrapper
+
+outputs.atomic_file, outputs.atomic_dir = pausing(outputs.atomic_file), pausing(outputs.atomic_dir)
+sys.argv[0] = "tulu-lite"
+from tulu_lite.cli import main
+main()
+"""
+
+
+@dataclass
+class Interrupted:
+    """One interruption case: `args` run until the output named `pause_at` is written into its temporary, then
+    `signum` arrives; `expect` is a regex the one ``interrupted`` line must match."""
+
+    name: str
+    args: list[str]
+    pause_at: str
+    signum: int
+    expect: str
+    setup: Callable[[Path], None] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    allow_new: tuple[str, ...] = ()
+    timeout: float = 300
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def run_interrupted(case: Interrupted, cwd: Path, args: list[str]) -> subprocess.CompletedProcess:
+    """Run `args` under `PAUSED_CLI`, send the case's signal once it paused (kill it if it never does)."""
+    import tempfile
+    import time
+
+    with tempfile.TemporaryDirectory() as side:
+        ready = Path(side) / "ready"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "200", **case.env,
+               "PAUSE_AT": case.pause_at, "READY": str(ready)}
+        process = subprocess.Popen([sys.executable, "-c", PAUSED_CLI, *args], cwd=cwd, env=env, text=True,
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + case.timeout
+        while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if ready.exists():
+            process.send_signal(case.signum)
+        else:
+            process.kill()
+        stdout, stderr = process.communicate(timeout=60)
+        assert ready.exists(), f"{case.name}: never reached {case.pause_at} (exit {process.returncode})\n{stderr[-3000:]}"
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def check_interrupted(case: Interrupted, tmp: Path) -> str:
+    """Run `case` in `tmp` and assert what an interruption promises: the signal's exit code (128 + its number),
+    exactly one ``interrupted`` line on stderr and no traceback, every file that existed before byte-identical, no temporary
+    left behind; return the line."""
+    if case.setup is not None:
+        case.setup(tmp)
+    before = snapshot(tmp)
+    done = run_interrupted(case, tmp, [arg.replace("{tmp}", str(tmp)) for arg in case.args])
+    output = done.stdout + done.stderr
+    assert done.returncode == 128 + case.signum, f"{case.name}: exit {done.returncode}\n{output[-3000:]}"
+    assert "Traceback" not in output, f"{case.name}: traceback\n{output[-3000:]}"
+    lines = [line for line in done.stderr.splitlines() if line.startswith("interrupted")]
+    assert len(lines) == 1, f"{case.name}: expected one 'interrupted' line on stderr, got\n{done.stderr}"
+    assert re.search(case.expect, lines[0]), f"{case.name}: {lines[0]!r} does not match {case.expect!r}"
+    after = snapshot(tmp)
+    for rel, state in before.items():
+        assert after.get(rel) == state, f"{case.name}: {rel} was changed or removed"
+    for rel in after.keys() - before.keys():
+        assert not TEMPORARY.search(rel), f"{case.name}: temporary left behind: {rel}"
+        assert any(Path(rel).match(pattern) for pattern in case.allow_new), f"{case.name}: unexpected new {rel}"
+    return lines[0]

@@ -18,13 +18,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import cli_cases
 import pytest
-from cli_cases import BadInput, check_bad_input
+from cli_cases import BadInput, Interrupted, check_bad_input, check_interrupted
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "tulu_lite" / "assets" / "demo" / "train.jsonl"
@@ -248,20 +249,28 @@ OWNED_ELSEWHERE: dict[str, str] = {}
 def _output_cases(kind: str) -> list[BadInput]:
     expect = {"file": r"afile.*(is a file, not a directory|[Nn]ot a directory)",
               "read-only": r"(read-only file system|permission denied|can't write)",
-              "full": r"full/\S*: .*no space left on device"}[kind]
+              "full": r"full/\S*: .*no space left on device",
+              # eval checks its output folder itself ("is a file"): refused all the same, nothing replaced
+              "fifo": r"special/\S*: (is a FIFO \(named pipe\), not a regular file or directory|is a file, not a dir)"}[kind]
     cases = []
     for command, (args, setup) in WRITERS.items():
-        out = {"file": "afile/sub", "read-only": "locked", "full": "full"}[kind]
+        out = {"file": "afile/sub", "read-only": "locked", "full": "full", "fifo": "special"}[kind]
+        args = [a.replace("OUT", out) for a in args]
+        if kind == "fifo" and command not in ("data stats --json", "data stats --plot"):
+            args.append("--force")  # a FIFO is never replaced, --force or not
 
-        def prepare(tmp, setup=setup, kind=kind):
+        def prepare(tmp, setup=setup, kind=kind, output=next(a for a in args if out in a)):
             setup(tmp)
             if kind == "file":
                 (tmp / "afile").write_text("a file where a directory is expected")
+            elif kind == "fifo":  # the output path itself is a FIFO
+                (tmp / "special").mkdir()
+                os.mkfifo(tmp / output.removeprefix("output_dir="))
             else:
                 (tmp / ("locked" if kind == "read-only" else "full")).mkdir()
 
-        cases.append(BadInput(f"{command}: output {kind}", [a.replace("OUT", out) for a in args], expect,
-                              setup=prepare, allow_new=("listing.txt",), timeout=300))
+        cases.append(BadInput(f"{command}: output {kind}", args, expect, setup=prepare, allow_new=("listing.txt",),
+                              timeout=300))
     return cases
 
 
@@ -276,7 +285,7 @@ def _xfail_owned(cases: list[BadInput]) -> list:
             if case.name in OWNED_ELSEWHERE else pytest.param(case, id=case.name) for case in cases]
 
 
-@pytest.mark.parametrize("case", _xfail_owned(YAML_CASES + MODEL_CASES + _output_cases("file")))
+@pytest.mark.parametrize("case", _xfail_owned(YAML_CASES + MODEL_CASES + _output_cases("file") + _output_cases("fifo")))
 def test_bad_input(case, tmp_path):
     check_bad_input(_env(case), tmp_path)
 
@@ -366,3 +375,70 @@ def test_merge_into_an_explicit_base_says_what_differs(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "is not the base this adapter was trained on (model.safetensors holds other weights)" in done.stdout
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+# ---- merge and train: links followed, umask kept, interruptions clean up ----------------------------------------
+
+
+def _linked_folder(tmp: Path, name: str) -> Path:
+    """tmp/NAME: a symlink to tmp/disk/NAME, a folder holding an old file; returns the folder."""
+    folder = tmp / "disk" / name
+    folder.mkdir(parents=True)
+    (folder / "old.txt").write_text("an earlier output")
+    (tmp / name).symlink_to(folder)
+    return folder
+
+
+def test_merge_and_train_write_into_a_linked_folder_and_keep_the_link(tmp_path):
+    adapter = _adapter(tmp_path)
+    merged = _linked_folder(tmp_path, "merged")
+    done = cli_cases.run_cli(["merge", str(adapter), "-o", "merged", "--force", "--no-verify"], cwd=tmp_path,
+                             env={"TULU_LITE_CACHE": str(ASSETS["cache"])})
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "merged").is_symlink() and (merged / "model.safetensors").is_file()
+    assert not (merged / "old.txt").exists()
+    _recipe(tmp_path, output_dir="run")
+    run = _linked_folder(tmp_path, "run")
+    done = cli_cases.run_cli(["train", "recipe.yaml", "--force"], cwd=tmp_path,
+                             env={"TULU_LITE_CACHE": str(ASSETS["cache"])}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "run").is_symlink() and (run / "adapter_model.safetensors").is_file()
+    assert not (run / "old.txt").exists()
+    leftovers = [p for p in tmp_path.rglob("*") if cli_cases.TEMPORARY.search(p.name)]
+    assert not leftovers, leftovers
+
+
+def _with_umask(mask: int):
+    def run_cli(args, cwd, env=None, timeout=300):
+        full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
+        return subprocess.run([sys.executable, "-m", "tulu_lite", *args], cwd=cwd, env=full_env, capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL, preexec_fn=lambda: os.umask(mask))
+    return run_cli
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002], ids=["umask 022", "umask 002"])
+def test_adapter_and_merged_weights_keep_the_umask(tmp_path, mask):
+    """safetensors writes 0600 whatever the umask; the adapter and the merged model follow it like every output."""
+    file_mode, dir_mode = 0o666 & ~mask, 0o777 & ~mask
+    run = _with_umask(mask)
+    env = {"TULU_LITE_CACHE": str(ASSETS["cache"])}
+    _recipe(tmp_path, output_dir="run")
+    done = run(["train", "recipe.yaml"], tmp_path, env)
+    assert done.returncode == 0, done.stderr
+    done = run(["merge", "run", "-o", "merged", "--no-verify"], tmp_path, env)
+    assert done.returncode == 0, done.stderr
+    for folder in (tmp_path / "run", tmp_path / "merged"):
+        assert folder.stat().st_mode & 0o777 == dir_mode, folder
+        for path in folder.rglob("*"):
+            expected = dir_mode if path.is_dir() else file_mode
+            assert path.stat().st_mode & 0o777 == expected, (path, oct(path.stat().st_mode))
+    assert (tmp_path / "run" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "merged" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_an_interrupted_merge_leaves_no_folder_behind(tmp_path, signum):
+    case = Interrupted(f"merge: {signal.Signals(signum).name}", ["merge", "adapter", "-o", "merged", "--no-verify"],
+                       "merged", signum, r"tulu-lite merge stopped while writing merged, which was not written",
+                       setup=lambda tmp: _adapter(tmp), env={"TULU_LITE_CACHE": str(ASSETS["cache"])})
+    check_interrupted(case, tmp_path)

@@ -45,7 +45,33 @@ OASST = (RAW / "oasst1" / "2023-04-12_oasst_ready.trees.jsonl").read_bytes()
 OASST_GZ = gzip.compress(OASST, mtime=0)
 # The first byte after gzip.compress's 10-byte header opens the first deflate block: 0xff makes its type the
 # reserved 3 ("invalid block type"), whatever zlib's version.
-CORRUPT_GZ = OASST_GZ[:10] + b"\xff" + OASST_GZ[11:]
+CORRUPT_OASST_GZ = OASST_GZ[:10] + b"\xff" + OASST_GZ[11:]
+
+
+# 200,000 levels of nesting in a 400 KB line: Python's json parser recurses once per level.
+DEEP = "[" * 200_000 + "]" * 200_000
+DEEP_LINES = GOOD_LINE + "\n" + '{"messages": ' + DEEP + "}\n"
+DEEP_RAW_LINES = (json.dumps({"instruction": "a", "context": "", "response": "b", "category": "qa"}) + "\n"
+                  + '{"instruction": ' + DEEP + ', "context": "", "response": "x", "category": "qa"}\n')
+DEEP_RAW_ARRAY = '[{"instruction": "a", "input": "", "output": "b"},\n {"instruction": ' + DEEP + \
+    ', "input": "", "output": "x"}]\n'
+
+
+def _gzipped(lines: int = 400) -> bytes:
+    """A .jsonl.gz of `lines` varied conversations (varied so the compressed stream is long enough to damage)."""
+    import gzip
+    import random
+
+    rng = random.Random(0)
+    records = [json.dumps({"messages": [{"role": "user", "content": f"Q{i}"}, {"role": "assistant", "content":
+                                        "".join(rng.choice("abcdefgh ") for _ in range(200))}]}) for i in range(lines)]
+    return gzip.compress(("\n".join(records) + "\n").encode(), mtime=0)
+
+
+TRUNCATED_GZ = _gzipped()[: len(_gzipped()) // 2]
+CORRUPT_GZ = bytes(byte ^ 0xA5 if 2000 <= index < 2040 else byte for index, byte in enumerate(_gzipped()))
+TEXT_NAMED_GZ = GOOD_LINE + "\n"
+GZ_BROKEN = r"(the gzip file ends early \(truncated download\? fetch it again\)|corrupt gzip data)"
 
 
 def _parquet_without_messages(tmp: Path) -> None:
@@ -92,7 +118,7 @@ CASES = [
              r"t\.trees\.jsonl\.gz: the gzip data ends early \(truncated download\?\)",
              _file("t.trees.jsonl.gz", OASST_GZ[:len(OASST_GZ) // 2])),
     BadInput("convert a corrupt .gz", ["data", "convert", "oasst1", "c.trees.jsonl.gz", "-o", "o.jsonl"],
-             r"c\.trees\.jsonl\.gz: corrupt gzip data \(.*invalid block type\)", _file("c.trees.jsonl.gz", CORRUPT_GZ)),
+             r"c\.trees\.jsonl\.gz: corrupt gzip data \(.*invalid block type\)", _file("c.trees.jsonl.gz", CORRUPT_OASST_GZ)),
     BadInput("convert a text file named .gz", ["data", "convert", "oasst1", "x.trees.jsonl.gz", "-o", "o.jsonl"],
              r"x\.trees\.jsonl\.gz: named \.gz but not gzip data \(starts: '\{\"message_tree_id\"",
              _file("x.trees.jsonl.gz", OASST)),
@@ -116,7 +142,42 @@ CASES = [
     BadInput("mix with a fraction of zero", ["data", "mix", "mix.yaml", "-o", "out.jsonl"],
              r"mix\.yaml:4: sources\[0\]\.fraction: input should be greater than 0",
              _both(_file("a.jsonl", GOOD_LINE + "\n"), _mixture("  - path: a.jsonl\n    fraction: 0\n"))),
+    BadInput("mix with a fraction of 1e9", ["data", "mix", "mix.yaml", "-o", "out.jsonl"],
+             r"mix\.yaml:4: sources\[0\]\.fraction: input should be less than or equal to 100",
+             _both(_file("a.jsonl", GOOD_LINE + "\n"), _mixture("  - path: a.jsonl\n    fraction: 1e9\n"))),
+    BadInput("mix with a fraction of 1e7", ["data", "mix", "mix.yaml", "-o", "out.jsonl"],
+             r"mix\.yaml:4: sources\[0\]\.fraction: input should be less than or equal to 100",
+             _both(_file("a.jsonl", GOOD_LINE + "\n"), _mixture("  - path: a.jsonl\n    fraction: 10000000\n"))),
+    BadInput("mix a source nested 200k deep", ["data", "mix", "mix.yaml", "-o", "out.jsonl"],
+             r"deep\.jsonl:2: JSON nested too deeply to read$",
+             _both(_file("deep.jsonl", DEEP_LINES), _mixture("  - path: deep.jsonl\n"))),
+    BadInput("mix a truncated .jsonl.gz", ["data", "mix", "mix.yaml", "-o", "out.jsonl"],
+             r"a\.jsonl\.gz:\d+: the gzip file ends early",
+             _both(_file("a.jsonl.gz", TRUNCATED_GZ), _mixture("  - path: a.jsonl.gz\n"))),
+    BadInput("mix a text file named .gz", ["data", "mix", "mix.yaml", "-o", "out.jsonl"],
+             r"a\.jsonl\.gz:1: not a gzip file, though its name ends in \.gz",
+             _both(_file("a.jsonl.gz", TEXT_NAMED_GZ), _mixture("  - path: a.jsonl.gz\n"))),
+    # ---- data convert on deep input -----------------------------------------------------------------------------
+    BadInput("convert JSON Lines nested 200k deep", ["data", "convert", "dolly", "raw.jsonl", "-o", "o.jsonl"],
+             r"raw\.jsonl:2: JSON nested too deeply to read \(expected the 'dolly' format",
+             _file("raw.jsonl", DEEP_RAW_LINES)),
+    BadInput("convert a JSON array nested 200k deep",
+             ["data", "convert", "stanford_alpaca", "raw.json", "-o", "o.jsonl"],
+             r"raw\.json:2: JSON nested too deeply to read \(element 1; expected the 'stanford_alpaca' format",
+             _file("raw.json", DEEP_RAW_ARRAY)),
     # ---- data stats ---------------------------------------------------------------------------------------------
+    BadInput("stats on JSON Lines nested 200k deep", ["data", "stats", "deep.jsonl"],
+             r"^error: deep\.jsonl:2: JSON nested too deeply to read$", _file("deep.jsonl", DEEP_LINES)),
+    BadInput("stats on a JSON array nested 200k deep", ["data", "stats", "deep.json"],
+             r"^error: deep\.json:2: JSON nested too deeply to read \(element 1",
+             _file("deep.json", "[" + GOOD_LINE + ",\n" + '{"messages": ' + DEEP + "}]\n")),
+    BadInput("stats on a truncated .jsonl.gz", ["data", "stats", "a.jsonl.gz"],
+             r"^error: a\.jsonl\.gz:\d+: the gzip file ends early \(truncated download\? fetch it again\)$",
+             _file("a.jsonl.gz", TRUNCATED_GZ)),
+    BadInput("stats on a corrupt .jsonl.gz", ["data", "stats", "a.jsonl.gz"], rf"^error: a\.jsonl\.gz:\d+: {GZ_BROKEN}",
+             _file("a.jsonl.gz", CORRUPT_GZ)),
+    BadInput("stats on a text file named .gz", ["data", "stats", "a.jsonl.gz"],
+             r"^error: a\.jsonl\.gz:1: not a gzip file, though its name ends in \.gz", _file("a.jsonl.gz", TEXT_NAMED_GZ)),
     BadInput("stats on invalid UTF-8", ["data", "stats", "bad.jsonl"],
              r"bad\.jsonl:2: not UTF-8 text \(invalid continuation byte", _file("bad.jsonl", BAD_UTF8)),
     BadInput("stats on a repeated messages key", ["data", "stats", "bad.jsonl"],
@@ -142,7 +203,26 @@ CASES = [
              _file("bad.jsonl", GOOD_LINE[:-1] + ', "w": Infinity}\n')),
     BadInput("inspect a 5 MB line", ["inspect", "long.jsonl"], r"long\.jsonl:2: line is longer than 4 MiB",
              _file("long.jsonl", LONG), timeout=60),
+    BadInput("inspect JSON nested 200k deep", ["inspect", "deep.jsonl"], r"deep\.jsonl:2: JSON nested too deeply",
+             _file("deep.jsonl", DEEP_LINES)),
+    BadInput("inspect a truncated .jsonl.gz", ["inspect", "a.jsonl.gz"], r"a\.jsonl\.gz:\d+: the gzip file ends early",
+             _file("a.jsonl.gz", TRUNCATED_GZ)),
+    BadInput("inspect a corrupt .jsonl.gz", ["inspect", "a.jsonl.gz"], rf"a\.jsonl\.gz:\d+: {GZ_BROKEN}",
+             _file("a.jsonl.gz", CORRUPT_GZ)),
+    BadInput("inspect a negative --max-seq-length", ["inspect", "a.jsonl", "--max-seq-length", "-5"],
+             r"^error: --max-seq-length: expected a positive number of tokens, got -5$", _file("a.jsonl", GOOD_LINE)),
+    BadInput("inspect --max-seq-length 0", ["inspect", "a.jsonl", "--max-seq-length", "0"],
+             r"^error: --max-seq-length: expected a positive number of tokens, got 0$", _file("a.jsonl", GOOD_LINE)),
+    BadInput("inspect -n -1", ["inspect", "a.jsonl", "-n", "-1"],
+             r"^error: -n: expected how many examples to show \(0 or more\), got -1$", _file("a.jsonl", GOOD_LINE)),
     # ---- train on bad data files --------------------------------------------------------------------------------
+    BadInput("train on JSON nested 200k deep", ["train", "recipe.yaml"], r"deep\.jsonl:2: JSON nested too deeply",
+             _both(_file("deep.jsonl", DEEP_LINES), _recipe(["deep.jsonl"]))),
+    BadInput("train on a truncated .jsonl.gz", ["train", "recipe.yaml"], r"a\.jsonl\.gz:\d+: the gzip file ends early",
+             _both(_file("a.jsonl.gz", TRUNCATED_GZ), _recipe(["a.jsonl.gz"]))),
+    BadInput("train on a text file named .gz", ["train", "recipe.yaml"],
+             r"a\.jsonl\.gz:1: not a gzip file, though its name ends in \.gz",
+             _both(_file("a.jsonl.gz", TEXT_NAMED_GZ), _recipe(["a.jsonl.gz"]))),
     BadInput("train on invalid UTF-8", ["train", "recipe.yaml"], r"bad\.jsonl:2: not UTF-8 text",
              _both(_file("bad.jsonl", BAD_UTF8), _recipe(["bad.jsonl"]))),
     BadInput("train on an empty file", ["train", "recipe.yaml"],

@@ -53,7 +53,29 @@ def gsm_case(tmp: Path) -> None:
     data_with(tmp, "gsm")
 
 
+def humaneval_problems(data: bytes):
+    """A fake model and a --humaneval-file he.jsonl.gz holding `data`."""
+    def setup(tmp: Path) -> None:
+        fake_model(tmp)
+        (tmp / "he.jsonl.gz").write_bytes(data)
+    return setup
+
+
+def _gzipped(lines: int = 300) -> bytes:
+    import gzip
+    import random
+
+    rng = random.Random(0)
+    records = [json.dumps({"task_id": f"HumanEval/{i}", "prompt": "def f():\n", "entry_point": "f",
+                           "test": "".join(rng.choice("abcdefgh ") for _ in range(200))}) for i in range(lines)]
+    return gzip.compress(("\n".join(records) + "\n").encode(), mtime=0)
+
+
+TRUNCATED_GZ = _gzipped()[: len(_gzipped()) // 2]
+DEEP_PREDICTION = ('{"protocol": "tulu-v1", "prompt": "Q", "answer": "1", "output": ' + "[" * 200_000 + "]" * 200_000
+                   + "}\n")
 RUN = ["eval", "{tmp}/model", "--data-dir", "{tmp}/data", "-o", "{tmp}/out"]
+PREDICTIONS = ["eval", "--predictions", "{tmp}/preds.jsonl", "--tasks", "gsm", "-o", "{tmp}/out"]
 CASES = [
     BadInput("unknown protocol", [*RUN, "--tasks", "gsm", "--protocol", "tulu-v3"],
              r"^error: --protocol: unknown protocol 'tulu-v3' \(expected tulu-v1 or tulu-lite\)$", gsm_case),
@@ -97,6 +119,24 @@ CASES = [
              ["eval", "--predictions", "{tmp}/preds.json", "--tasks", "alpaca_eval", "-o", "{tmp}/out"],
              r"preds.json:1: not valid JSON \(Invalid control character at column 20\)$",
              predictions_bytes(b'[{"instruction": "a\tb"}]', "preds.json")),
+    # Damaged compressed files and JSON nested too deep: the same reader, the same one line with file and line.
+    BadInput("a truncated --humaneval-file", ["eval", "{tmp}/model", "--tasks", "codex_humaneval", "--humaneval-file",
+                                              "{tmp}/he.jsonl.gz", "-o", "{tmp}/out"],
+             r"he\.jsonl\.gz:\d+: the gzip file ends early \(truncated download\? fetch it again\)$",
+             humaneval_problems(TRUNCATED_GZ)),
+    BadInput("a --humaneval-file that is not gzip", ["eval", "{tmp}/model", "--tasks", "codex_humaneval",
+                                                     "--humaneval-file", "{tmp}/he.jsonl.gz", "-o", "{tmp}/out"],
+             r"he\.jsonl\.gz:1: not a gzip file, though its name ends in \.gz",
+             humaneval_problems(b'{"task_id": "HumanEval/0"}\n')),
+    BadInput("truncated predictions.jsonl.gz", ["eval", "--predictions", "{tmp}/preds.jsonl.gz", "--tasks",
+                                                "codex_humaneval", "-o", "{tmp}/out"],
+             r"preds\.jsonl\.gz:\d+: the gzip file ends early", predictions_bytes(TRUNCATED_GZ, "preds.jsonl.gz")),
+    BadInput("predictions nested 200k deep", PREDICTIONS, r"preds\.jsonl:1: JSON nested too deeply to read$",
+             predictions_bytes(DEEP_PREDICTION.encode())),
+    BadInput("an AlpacaEval JSON nested 200k deep",
+             ["eval", "--predictions", "{tmp}/preds.json", "--tasks", "alpaca_eval", "-o", "{tmp}/out"],
+             r"preds\.json: JSON nested too deeply to read$",
+             predictions_bytes(("[" * 200_000 + "]" * 200_000).encode(), "preds.json")),
     BadInput("compare: results that are not UTF-8", ["eval", "compare", "{tmp}/res"],
              r"res/gsm/metrics.json:1: not UTF-8 text \(invalid start byte at byte 2\)$",
              lambda tmp: ((tmp / "res" / "gsm").mkdir(parents=True), (tmp / "res" / "gsm" / "metrics.json")

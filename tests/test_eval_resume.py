@@ -112,7 +112,7 @@ def test_ctrl_c_keeps_finished_tasks_and_a_rerun_skips_them(tmp_path, tiny_model
 def test_new_weights_in_the_same_model_folder_are_evaluated_again(tmp_path, tiny_model_dir, llama_tokenizer):
     """A model re-merged or retrained into the same folder (`merge --force`) is another model: the results of the
     old weights are stale, and `eval` runs the task again instead of reporting them."""
-    from tulu_lite.model import build_tiny_llama
+    from tulu_lite.model.tiny import build_tiny_llama
 
     model, out = tmp_path / "model", tmp_path / "out"
     shutil.copytree(tiny_model_dir, model)
@@ -148,7 +148,7 @@ def test_the_same_weights_touched_keep_their_results(tmp_path, tiny_model_dir, c
 
 def test_generations_of_other_weights_are_not_scored(tmp_path, tiny_model_dir, llama_tokenizer):
     from tulu_lite.eval import resume
-    from tulu_lite.model import build_tiny_llama
+    from tulu_lite.model.tiny import build_tiny_llama
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)

@@ -212,3 +212,37 @@ def test_an_output_that_is_a_source_or_exists_is_refused_before_writing(workspac
     with pytest.raises(TuluError, match=r"mixed\.jsonl: already exists \(pass --force to overwrite\)"):
         mix(workspace, tmp_path / "mixed.jsonl")
     mix(workspace, tmp_path / "mixed.jsonl", force=True)
+
+
+def test_a_mixture_of_more_files_than_open_file_descriptors(tmp_path):
+    """Hundreds of one-line sources mix under a small ``ulimit -n``: the mix never holds every file open."""
+    import resource
+    import subprocess
+
+    count, limit = 300, 128
+    for i in range(count):
+        _converted(tmp_path / "many" / f"f{i}.jsonl", f"set{i}", 1)
+    (tmp_path / "mix.yaml").write_text("seed: 1\nsources:\n" + "".join(f"  - path: many/f{i}.jsonl\n"
+                                                                       for i in range(count)))
+
+    def small_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    done = subprocess.run([sys.executable, "-m", "tulu_lite", "data", "mix", "mix.yaml", "-o", "out.jsonl"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, preexec_fn=small_limit,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert Counter(record["dataset"] for record in read_conversations(tmp_path / "out.jsonl")) == \
+        {f"set{i}": 1 for i in range(count)}
+
+
+def test_upsampling_takes_every_record_whole_times_and_samples_the_rest():
+    import random
+
+    from tulu_lite.data.mix import MixtureSource, take_indices
+
+    source = MixtureSource(path="x.jsonl", fraction=2.5)
+    picked = take_indices(source, 10, random.Random(0))
+    counts = Counter(picked)
+    assert len(picked) == 25 and list(picked) == sorted(picked)
+    assert sorted(counts.values()) == [2] * 5 + [3] * 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from cli_cases import BadInput, check_bad_input
+from cli_cases import BadInput, check_bad_input, run_cli
 from transformers import LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
@@ -208,3 +209,42 @@ BAD_INPUT = [
 @pytest.mark.parametrize("case", BAD_INPUT, ids=str)
 def test_bad_input(case, tmp_path):
     check_bad_input(case, tmp_path)
+
+
+def test_plan_estimates_for_the_longest_example_not_a_huge_max_seq_length(tmp_path):
+    """max_seq_length 1e9 on data whose longest example is a few dozen tokens: the estimate is for that length."""
+    lines = DEMO.read_text(encoding="utf-8").splitlines(keepends=True)[:8]
+    (tmp_path / "d.jsonl").write_text("".join(lines), encoding="utf-8")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({
+        "model": {"name_or_path": "tiny-llama", "tiny": {"hidden_size": 16, "num_layers": 1}},
+        "data": {"train_files": ["d.jsonl"], "max_seq_length": 1_000_000_000},
+        "training": {"per_device_batch_size": 2}, "output_dir": "o"}))
+    done = run_cli(["plan", "r.yaml"], tmp_path, env={"TULU_LITE_CACHE": str(tmp_path / "cache"), "COLUMNS": "300"})
+    assert done.returncode == 0, done.stderr
+    longest = int(re.search(r"mean / max tokens per example\s*│\s*[\d,]+ / ([\d,]+)", done.stdout).group(1))
+    assert longest < 200
+    assert (f"note: data.max_seq_length is 1,000,000,000 but the longest example is {longest} tokens: the estimate "
+            f"is for batches of that length") in done.stdout
+    assert f"({2 * longest} tokens per micro-batch" in done.stdout
+    totals = re.findall(r"total with\S* ?\S* *│ *([\d.]+) (GiB|MiB)", done.stdout)
+    assert totals and all(unit == "MiB" or float(size) < 2 for size, unit in totals), totals
+
+
+def test_plan_on_a_hub_id_fails_at_once_when_the_hub_cannot_be_reached(tmp_path):
+    """Not offline, but nothing answers: one line at once, not five "Retrying in 8s" lines first."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"model": {"name_or_path": "tulu-lite-tests/absent-model"},
+                                                     "data": {"train_files": ["d.jsonl"]}, "output_dir": "o"}))
+    env = {"HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{port}",
+           "HF_HOME": str(tmp_path / "hf"), "HTTPS_PROXY": "", "https_proxy": "", "ALL_PROXY": "", "all_proxy": ""}
+    done = run_cli(["plan", "r.yaml", "--skip-data"], tmp_path, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Retrying" not in done.stderr and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.search(
+        r"model\.name_or_path: tulu-lite-tests/absent-model: not in the local Hugging Face cache and the hub can't be "
+        r"reached \(127\.0\.0\.1: connection refused\); download it where there is network", errors[0]), errors

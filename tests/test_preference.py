@@ -16,6 +16,8 @@ from tulu_lite.data.encode import IGNORE_INDEX
 from tulu_lite.data.pairs import encode_pairs_dataset
 from tulu_lite.errors import TuluError
 from tulu_lite.model.loading import load_base_model, load_recipe_tokenizer
+from tulu_lite.recipe import Recipe
+from tulu_lite.train.heldout import split_heldout
 from tulu_lite.train.preference import (
     PairCollator,
     PreferenceTrainer,
@@ -24,8 +26,6 @@ from tulu_lite.train.preference import (
     make_preference_trainer,
 )
 from tulu_lite.train.reference import load_sft_adapter, policy_model
-from tulu_lite.recipe import Recipe
-from tulu_lite.train.heldout import split_heldout
 
 DEMO_PAIRS = Path(__file__).resolve().parents[1] / "tulu_lite" / "assets" / "demo" / "preferences.jsonl"
 

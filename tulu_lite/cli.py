@@ -12,10 +12,56 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from tulu_lite.errors import TuluError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+
+class _Commands(TyperGroup):
+    """The root command group: an interruption (Ctrl-C, or SIGTERM/SIGHUP via `tulu_lite.signals`) ends any command
+    with one line saying what stopped and what was (not) written, and the exit code of the signal.
+
+    typer turns a KeyboardInterrupt into a silent exit 130 before `main` could see it, so it is caught here, inside.
+    """
+
+    def invoke(self, ctx):
+        words = [*ctx._protected_args, *ctx.args]
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise typer.Exit(_report_interruption(exc, _command_name(self, words))) from None
+
+
+def _command_name(group: TyperGroup, words: list[str]) -> str:
+    """``data convert``, ``eval``, ...: the command the words name (without its arguments)."""
+    names = []
+    while words and isinstance(group, TyperGroup) and words[0] in group.commands:
+        names.append(words[0])
+        group, words = group.commands[words[0]], words[1:]
+    return " ".join(name for name in names if name != "run")
+
+
+def _report_interruption(exc: KeyboardInterrupt, command: str) -> int:
+    """One line on stderr: what was interrupted, by what, and which outputs were and were not written."""
+    from tulu_lite.outputs import interrupted_outputs
+    from tulu_lite.signals import Terminated
+
+    how, code = (str(exc), exc.exit_code) if isinstance(exc, Terminated) else ("Ctrl-C", 130)
+    finished, abandoned = interrupted_outputs()
+    line = f"interrupted ({how}): {' '.join(['tulu-lite', command]).strip()} stopped"
+    if abandoned:
+        line += f" while writing {', '.join(map(str, abandoned))}, which was not written (nothing half-written is left)"
+    if finished:
+        line += f"; it had written {', '.join(map(str, finished))}"
+    elif not abandoned and command == "train":  # the Trainer's checkpoints are not atomic outputs
+        line += "; the adapter was not written (checkpoints saved before are kept: continue with --resume)"
+    elif not abandoned:
+        line += "; nothing was written"
+    Console(stderr=True).print(f"[yellow]{escape(line)}[/]", highlight=False, soft_wrap=True)
+    return code
+
+
+app = typer.Typer(cls=_Commands, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="TÜLU-style instruction tuning on one GPU (or a laptop CPU).")
 data_app = typer.Typer(no_args_is_help=True, help="Convert, mix and describe instruction datasets.")
 app.add_typer(data_app, name="data")
@@ -52,6 +98,10 @@ def inspect(
 
     if template not in ("tulu", "native"):
         raise TuluError(f"--template: expected tulu or native, got {template!r}")
+    if max_seq_length < 1:
+        raise TuluError(f"--max-seq-length: expected a positive number of tokens, got {max_seq_length}")
+    if n < 0:
+        raise TuluError(f"-n: expected how many examples to show (0 or more), got {n}")
     source = parse_input(file)
     tok = load_tokenizer(tokenizer or BUNDLED_LLAMA_TOKENIZER)
     from tulu_lite.data.pairs import looks_like_pairs
@@ -194,7 +244,7 @@ def data_stats(
     sources = [parse_input(text) for text in files]
     for target, what in ((json_out, "--json"), (plot, "--plot")):
         if target is not None:
-            ensure_writable(target, what)
+            ensure_writable(target, what, expect="file")
     tokenizer_dir = tokenizer or BUNDLED_LLAMA_TOKENIZER
     loaded = load_tokenizer(tokenizer_dir)
     from tulu_lite.data.pairs import looks_like_pairs
@@ -367,8 +417,6 @@ def _export_and_report(model_dir: Path, out: Path, gguf_type: str, *, force: boo
 
 # ---- eval ----------------------------------------------------------------------------------------------------
 
-from typer.core import TyperGroup  # noqa: E402
-
 from tulu_lite.eval.settings import TASKS, EvalSettings  # noqa: E402  (light: pydantic only)
 
 
@@ -493,7 +541,14 @@ def eval_compare(
 
 
 def main() -> None:
-    """Entry point: run the app and turn user errors into one red line (exit code 2)."""
+    """Entry point: run the app and turn user errors into one red line (exit code 2).
+
+    SIGTERM and SIGHUP unwind like Ctrl-C (`tulu_lite.signals`), so no command leaves a temporary behind; `train`
+    replaces that handler with its own while it trains.
+    """
+    from tulu_lite.signals import handle_termination
+
+    handle_termination()
     try:
         app()
     except TuluError as exc:
@@ -505,6 +560,5 @@ def main() -> None:
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc.filename or 'output'))}: {os_reason(exc)}",
                                    highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("[yellow]interrupted[/]")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # before a command started (while importing)
+        sys.exit(_report_interruption(exc, " ".join(sys.argv[1:2])))

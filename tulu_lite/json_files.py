@@ -13,10 +13,11 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from tulu_lite.errors import TuluError, at
+from tulu_lite.errors import TuluError, at, first_line
 from tulu_lite.outputs import atomic_file
 
 # About a million LLaMA tokens: far past any training length, small enough to tokenize in a few seconds.
@@ -51,14 +52,22 @@ def json_error(exc: json.JSONDecodeError) -> str:
     return f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
 
 
+# Python's json parser recurses once per nesting level; past the interpreter's recursion limit it raises
+# RecursionError. No conversation, prediction or settings file nests anywhere near this deep.
+TOO_DEEP = "JSON nested too deeply to read"
+
+
 def strict_json(text: str, where: str) -> object:
-    """Parse one JSON document; errors (including NaN/Infinity and repeated keys) are one line prefixed `where`."""
+    """Parse one JSON document; errors (including NaN/Infinity, repeated keys and nesting deep enough to exhaust
+    the parser's stack) are one line prefixed `where`."""
     try:
         return STRICT_DECODER.decode(text.rstrip("\r\n"))
     except json.JSONDecodeError as exc:
         raise TuluError(f"{where}: not valid JSON ({json_error(exc)})") from None
     except NotJson as exc:
         raise TuluError(f"{where}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise TuluError(f"{where}: {TOO_DEEP}") from None
 
 
 def json_object(line: str, where: str) -> dict:
@@ -85,6 +94,8 @@ def read_json_file(path: str | os.PathLike) -> object:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise TuluError(f"{at(path, exc.lineno)}: not valid JSON ({json_error(exc)})") from None
+    except RecursionError:
+        raise TuluError(f"{path}: {TOO_DEEP}") from None
 
 
 def read_json_object(path: str | os.PathLike) -> dict:
@@ -110,14 +121,15 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, int, str]]:
     read decompressed; offsets then count decompressed bytes).
 
     A byte-order mark at the start is dropped; a line longer than `MAX_LINE_BYTES` or not UTF-8 is an error
-    naming its line, raised before the line is parsed.
+    naming its line, raised before the line is parsed. A ``.gz`` file that is not gzip, is corrupt or was cut off
+    (an interrupted download) is an error naming the line where decompression stopped.
     """
     path = Path(path)
     if not path.is_file():
         raise TuluError(f"{path}: file not found")
     offset, number = 0, 0
     with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as handle:
-        while raw := handle.readline(MAX_LINE_BYTES + 1):
+        while raw := _read_line(handle, path, number + 1):
             number += 1
             if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
                 raise TuluError(f"{at(path, number)}: line is longer than {MAX_LINE_BYTES // 2**20} MiB "
@@ -132,6 +144,21 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, int, str]]:
             if text.strip():
                 yield number, offset, text
             offset += len(raw)
+
+
+def _read_line(handle, path: Path, number: int) -> bytes:
+    """The next raw line (at most `MAX_LINE_BYTES` + 1 bytes); a damaged ``.gz`` is one line naming `number`."""
+    try:
+        return handle.readline(MAX_LINE_BYTES + 1)
+    except gzip.BadGzipFile as exc:
+        if str(exc).startswith("Not a gzipped file"):
+            raise TuluError(f"{at(path, number)}: not a gzip file, though its name ends in .gz (rename it without "
+                            f".gz if it is plain text)") from None
+        raise TuluError(f"{at(path, number)}: corrupt gzip data ({first_line(exc)}); fetch the file again") from None
+    except EOFError:
+        raise TuluError(f"{at(path, number)}: the gzip file ends early (truncated download? fetch it again)") from None
+    except zlib.error as exc:
+        raise TuluError(f"{at(path, number)}: corrupt gzip data ({first_line(exc)}); fetch the file again") from None
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:

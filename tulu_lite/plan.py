@@ -65,6 +65,7 @@ benchmarks/gpu_check.py measures the peak on a real GPU against this estimate.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -153,17 +154,26 @@ def plan(recipe: Recipe, *, with_data: bool = True, gpus: int = 1) -> Plan:
     if gpus < 1:
         raise TuluError(f"--gpus: expected a positive number of GPUs, got {gpus}")
     shapes = model_shapes(recipe)
-    memory = estimate_memory(shapes, recipe, gpus=gpus, attention=planned_attention(recipe))
+    attention = planned_attention(recipe)
+    memory = estimate_memory(shapes, recipe, gpus=gpus, attention=attention)
     result = Plan(recipe=recipe, shapes=shapes, memory=memory)
     if with_data:
         from tulu_lite.train.data import encode_training_data
 
         dataset, report = encode_training_data(recipe, load_recipe_tokenizer(recipe.model))
-        if recipe.stage == "dpo":  # a pair's tokens: both sides
+        if recipe.stage == "dpo":  # a pair's tokens: both sides; its rows: each side
+            rows = [len(ids) for column in ("chosen_input_ids", "rejected_input_ids") for ids in dataset[column]]
             lengths = [len(c) + len(r) for c, r in zip(dataset["chosen_input_ids"], dataset["rejected_input_ids"])]
         else:
-            lengths = [len(ids) for ids in dataset["input_ids"]]
+            rows = lengths = [len(ids) for ids in dataset["input_ids"]]
         result.data = data_stats(recipe, lengths, report, gpus=gpus)
+        longest = max(rows, default=0)
+        if 0 < longest < recipe.data.max_seq_length and recipe.training.max_tokens_per_batch is None:
+            # Batches are padded to their longest example, so no batch of this data is wider than `longest`.
+            result.memory = estimate_memory(shapes, recipe, gpus=gpus, attention=attention, sequence_length=longest)
+            result.notes.append(f"data.max_seq_length is {recipe.data.max_seq_length:,} but the longest example "
+                                f"is {longest:,} tokens: the estimate is for batches of that length (the padding "
+                                f"collator pads to the longest example of a batch)")
     return result
 
 
@@ -195,14 +205,48 @@ def model_shapes(recipe: Recipe) -> Shapes:
 
         from tulu_lite.recipe import local_model_dir
 
-        local_model_dir(recipe.model.name_or_path, "model.name_or_path")  # a missing path is not a hub lookup
+        where = recipe.model.name_or_path
+        hub = local_model_dir(where, "model.name_or_path") is None  # a missing path is not a hub lookup
         try:
-            config = AutoConfig.from_pretrained(recipe.model.name_or_path,
-                                                trust_remote_code=recipe.model.trust_remote_code)
+            if hub:
+                _check_hub_reachable(recipe)
+            config = AutoConfig.from_pretrained(where, trust_remote_code=recipe.model.trust_remote_code)
         except (OSError, ValueError) as exc:
-            where = recipe.model.name_or_path
             raise TuluError(f"model.name_or_path: {where}: could not read its config ({first_line(exc)})") from exc
     return shapes_from_config(config)
+
+
+def _check_hub_reachable(recipe: Recipe) -> None:
+    """A hub id whose config is not cached needs the hub: when it can't be reached, say so at once.
+
+    huggingface_hub retries an unreachable host five times with back-off (about 25 s of "Retrying in 8s" lines)
+    before failing; one TCP connection attempt tells the same in a moment. Behind a proxy the direct attempt says
+    nothing, so it is skipped there; offline mode (HF_HUB_OFFLINE=1) already fails at once.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+    from transformers import AutoConfig
+
+    name = recipe.model.name_or_path
+    try:
+        AutoConfig.from_pretrained(name, trust_remote_code=recipe.model.trust_remote_code, local_files_only=True)
+        return  # cached: no network needed
+    except (OSError, ValueError):
+        pass
+    proxies = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(variable) for variable in proxies):
+        return
+    endpoint = urlparse(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=5).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise TuluError(f"model.name_or_path: {name}: not in the local Hugging Face cache and the hub can't be "
+                        f"reached ({endpoint.hostname}: {reason.lower()}); download it where there is network "
+                        f"(hf download {name}) or give a local model folder") from None
 
 
 def shapes_from_config(config) -> Shapes:
@@ -223,14 +267,20 @@ def lora_param_count(shapes: Shapes, recipe: Recipe) -> int:
     return shapes.layers * sum(recipe.lora.r * sum(dims[name]) for name in recipe.lora.target_modules)
 
 
-def estimate_memory(shapes: Shapes, recipe: Recipe, *, gpus: int = 1, attention: str = "sdpa") -> MemoryEstimate:
-    """The formula of the module docstring, row by row, per GPU (FSDP over `gpus` when more than one)."""
+def estimate_memory(shapes: Shapes, recipe: Recipe, *, gpus: int = 1, attention: str = "sdpa",
+                    sequence_length: int | None = None) -> MemoryEstimate:
+    """The formula of the module docstring, row by row, per GPU (FSDP over `gpus` when more than one).
+
+    `sequence_length` is the longest example a padded batch can hold (default: data.max_seq_length; `plan` gives
+    the data's longest example when that is shorter).
+    """
     fsdp = gpus > 1
     quant = recipe.quantization
     c = DTYPE_BYTES[_compute_dtype(recipe)]
     m = DTYPE_BYTES[_model_dtype(recipe)]
     s = 4 if quant is not None and not fsdp else m  # the hidden-state stream (see the module docstring)
-    tokens, width = _micro_batch_tokens(recipe), _attention_width(recipe)
+    length = sequence_length or recipe.data.max_seq_length
+    tokens, width = _micro_batch_tokens(recipe, length), _attention_width(recipe, length)
     lora = lora_param_count(shapes, recipe)
     rows = _weight_rows(shapes, recipe, gpus, m)
     rows.append(("LoRA weights + grads + AdamW", lora * LORA_BYTES_PER_PARAM // gpus,
@@ -342,18 +392,18 @@ def _layer_activations(shapes: Shapes, recipe: Recipe, tokens: int, width: int, 
     return per_layer
 
 
-def _attention_width(recipe: Recipe) -> int:
+def _attention_width(recipe: Recipe, length: int) -> int:
     """How many keys one query row spans: the whole packed row, or one padded example."""
     if recipe.data.padding_free:
-        return _micro_batch_tokens(recipe)
-    return recipe.data.max_seq_length
+        return _micro_batch_tokens(recipe, length)
+    return length
 
 
-def _micro_batch_tokens(recipe: Recipe) -> int:
+def _micro_batch_tokens(recipe: Recipe, length: int) -> int:
     if recipe.training.max_tokens_per_batch is not None:
         return recipe.training.max_tokens_per_batch
     rows = 2 if recipe.stage == "dpo" else 1  # a pair: its chosen and its rejected row
-    return rows * recipe.training.per_device_batch_size * recipe.data.max_seq_length
+    return rows * recipe.training.per_device_batch_size * length
 
 
 def _model_dtype(recipe: Recipe) -> str:
@@ -417,6 +467,8 @@ def render_plan(result: Plan, console: Console) -> None:
                   highlight=False)
     if result.data is not None:
         console.print(_data_table(result.data))
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
     console.print(_memory_table(result.memory, recipe))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tulu_lite.errors import TuluError, at
 from tulu_lite.json_files import iter_lines, json_object
-from tulu_lite.outputs import ensure_writable
+from tulu_lite.outputs import ensure_writable, resolve_output
 
 ROLES = ("system", "user", "assistant")
 
@@ -60,7 +60,8 @@ def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike], *,
                  sidecars: Iterable[str | os.PathLike] = ()) -> None:
     """Refuse, before any work, an output that is one of the command's inputs or that exists without `force`.
 
-    `sidecars` are other files the command writes (``OUT.meta.json``), checked against the inputs too.
+    `sidecars` are other files the command writes (``OUT.meta.json``), checked against the inputs too. An output
+    that is a FIFO or a device is refused even with `force` (`tulu_lite.outputs.resolve_output`).
     """
     out = Path(out)
     targets = [out, *map(Path, sidecars)]
@@ -69,8 +70,8 @@ def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike], *,
         if target.resolve() in resolved_inputs:
             raise TuluError(f"{target}: is also an input ({resolved_inputs[target.resolve()]}); writing it would "
                             f"destroy that input (choose another output path)")
-    if out.is_dir():
-        raise TuluError(f"{out}: is a directory (expected a file path for the output)")
+    for target in targets:
+        resolve_output(target, expect="file")
     if out.exists() and not force:
         raise TuluError(f"{out}: already exists (pass --force to overwrite)")
-    ensure_writable(out, "output")
+    ensure_writable(out, "output", expect="file")

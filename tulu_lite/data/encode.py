@@ -412,3 +412,20 @@ def encode_dataset(
         report.dropped[f"{DROP_TRUNCATED} ({max_seq_length})"] = len(trained) - report.kept
         encoded = encoded.select(np.flatnonzero(keep))
     return encoded, report
+
+
+# ---- the held-out split ----------------------------------------------------------------------------------------
+
+
+def check_heldout_split(fraction: float, train_examples: int, heldout_examples: int, where: str) -> None:
+    """Refuse a held-out split that leaves fewer examples to train on than it holds out.
+
+    ``data.eval_fraction: 0.999`` is valid (between 0 and 1) but trains on one example per source without a word;
+    a held-out set is a small share of the data (0.01 to 0.1), so a fraction that keeps the larger part is a slip
+    (the training share written instead of the held-out one). `where` is the recipe location of the key
+    (``Recipe.where("data", "eval_fraction")``). Called by training right after the split is made.
+    """
+    if heldout_examples > train_examples:
+        raise TuluError(f"{where}: {fraction:g} holds out {heldout_examples:,} of {train_examples + heldout_examples:,} "
+                        f"examples and leaves {train_examples:,} to train on; the held-out share should be small "
+                        f"(e.g. 0.05), at most half of the data")

@@ -25,10 +25,11 @@ import random
 import shutil
 import tempfile
 from array import array
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from rich.table import Table
@@ -52,18 +53,23 @@ from tulu_lite.typed_yaml import (
     validation_problems,
 )
 
+# Upsampling repeats every conversation of a source; past this many copies a fraction is a typo (1e7 of a 64-byte
+# file is 6.4 GB of the same conversations), not a mixture.
+MAX_FRACTION = 100
+
 
 class MixtureSource(DataSource):
     """One input of a mixture: all of it, at most `max_examples` of it, or `fraction` of it.
 
-    A fraction above 1 upsamples: every conversation ``int(fraction)`` times, plus a seeded sample for the rest.
+    A fraction above 1 upsamples: every conversation ``int(fraction)`` times, plus a seeded sample for the rest; at
+    most `MAX_FRACTION`.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = None  # label in the summary table (default: the file name, or hf:ID)
     max_examples: int | None = Field(default=None, ge=1)
-    fraction: float | None = Field(default=None, gt=0)
+    fraction: float | None = Field(default=None, gt=0, le=MAX_FRACTION)
 
     @model_validator(mode="after")
     def _one_cap(self) -> MixtureSource:
@@ -175,14 +181,15 @@ def _spool(source: MixtureSource, spool_dir: Path, number: int, rows: RowFormat)
     return target
 
 
-def take_indices(source: MixtureSource, available: int, rng: random.Random) -> list[int]:
+def take_indices(source: MixtureSource, available: int, rng: random.Random) -> array:
     """Which records of a source go in (positions, in file order; an upsampled one repeats positions).
 
     `max_examples` and a fraction up to 1 sample without replacement; a fraction above 1 takes every record
     ``int(fraction)`` times and samples the remainder, so each record appears as evenly as the count allows.
+    An array of int64 (8 bytes a position), not a list: an upsampled source costs no Python object per repeat.
     """
     if not available:
-        return []
+        return array("q")
     if source.max_examples is not None:
         count = min(source.max_examples, available)
     elif source.fraction is not None:
@@ -190,9 +197,8 @@ def take_indices(source: MixtureSource, available: int, rng: random.Random) -> l
     else:
         count = available
     repeats, rest = divmod(count, available)
-    picked = list(range(available)) * repeats
-    picked += sorted(rng.sample(range(available), rest))
-    return sorted(picked)
+    extra = set(rng.sample(range(available), rest))
+    return array("q", (index for index in range(available) for _ in range(repeats + (index in extra))))
 
 
 def plan_mixture(mixture: Mixture, spool_dir: Callable[[], Path],
@@ -223,16 +229,41 @@ def iter_mixture(plans: list[SourcePlan], seed: int, rows: RowFormat = CONVERSAT
     order = array("q", (number << _OFFSET_BITS | offset for number, plan in enumerate(plans)
                         for offset in plan.selected))
     random.Random(f"{seed}:shuffle").shuffle(order)
-    handles = [plan.file.open("rb") for plan in plans]
-    try:
+    with _OpenFiles([plan.file for plan in plans]) as files:
         for packed in order:
             number, offset = packed >> _OFFSET_BITS, packed & ((1 << _OFFSET_BITS) - 1)
-            handle = handles[number]
+            handle = files.get(number)
             handle.seek(offset)
             line = handle.readline().decode("utf-8").removeprefix("\ufeff")
             yield rows.parse_line(line, f"{plans[number].file} (byte {offset}; changed while mixing?)")
-    finally:
-        for handle in handles:
+
+
+class _OpenFiles:
+    """The sources' files, at most `limit` of them open at once (the least recently read is closed first).
+
+    A mixture of thousands of files must not need thousands of file descriptors (``ulimit -n`` is often 1024);
+    with at most a few dozen sources, as usual, every file is opened once.
+    """
+
+    def __init__(self, paths: list[Path], limit: int = 64) -> None:
+        self.paths, self.limit = paths, limit
+        self.handles: OrderedDict[int, BinaryIO] = OrderedDict()
+
+    def get(self, number: int) -> BinaryIO:
+        handle = self.handles.get(number)
+        if handle is not None:
+            self.handles.move_to_end(number)
+            return handle
+        if len(self.handles) >= self.limit:
+            self.handles.popitem(last=False)[1].close()
+        handle = self.handles[number] = self.paths[number].open("rb")
+        return handle
+
+    def __enter__(self) -> _OpenFiles:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles.values():
             handle.close()
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 from tulu_lite.errors import TuluError, at, first_line
-from tulu_lite.json_files import STRICT_DECODER, NotJson, json_error
+from tulu_lite.json_files import STRICT_DECODER, TOO_DEEP, NotJson, json_error
 
 
 class RawRecord(NamedTuple):
@@ -145,6 +145,8 @@ def _line_value(path: Path, number: int, raw: bytes, expected: str, decoder) -> 
                         f"expected {expected}; line starts: {preview(text)}") from None
     except TuluError as exc:
         raise TuluError(f"{at(path, number)}: {exc}; line starts: {preview(text)}") from None
+    except RecursionError:
+        raise TuluError(f"{at(path, number)}: {TOO_DEEP} (expected {expected})") from None
 
 
 def _read_lines(path: Path, expected: str, on_bytes: Callable[[int], None] | None,
@@ -296,6 +298,8 @@ def _read_array(path: Path, expected: str, chunk_size: int, on_bytes: Callable[[
             except TuluError as exc:  # the strict decoder's refusals (NaN, repeated keys)
                 raise TuluError(f"{where}: {exc}; element {index} starts: "
                                 f"{preview(scan.buf[start:start + 200])}") from None
+            except RecursionError:
+                raise TuluError(f"{where}: {TOO_DEEP} (element {index}; expected {expected})") from None
             yield RawRecord(where, index, value, scan.buf[start:start + 200])
             index += 1
             char = scan.skip_space()

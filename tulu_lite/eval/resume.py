@@ -50,7 +50,7 @@ def model_weights(model_dir: Path | None) -> dict | None:
     if not pickled and not any(model_dir.glob("*.safetensors")):
         return None
     # Imported here: tulu_lite.model imports torch, which re-scoring saved predictions never needs.
-    from tulu_lite.model import base_fingerprint
+    from tulu_lite.model.files import base_fingerprint
 
     stats = {path.name: {"size": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns} for path in pickled}
     return json.loads(json.dumps(base_fingerprint(model_dir) | {"pickle_files": stats}))

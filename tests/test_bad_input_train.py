@@ -73,8 +73,8 @@ CASES = [
 ]
 
 
-# The split is made in training (train.py `encode_data`, which calls heldout.split_heldout); the check is
-# `tulu_lite.data.encode.check_heldout_split`, to be called right after the split. Strict xfail until it is.
+# The split is made in training (`tulu_lite.train.data.encode_data`, which calls heldout.split_heldout); the check,
+# `tulu_lite.data.encode.check_heldout_split`, runs right after it.
 HELD_OUT_ALMOST_EVERYTHING = BadInput(
     "eval fraction of 0.999", ["train", "recipe.yaml"],
     r"recipe\.yaml:\d+: data\.eval_fraction: 0\.999 holds out [\d,]+ of [\d,]+ examples and leaves [\d,]+ to train on",
@@ -82,9 +82,7 @@ HELD_OUT_ALMOST_EVERYTHING = BadInput(
                                                            "eval_fraction": 0.999}))
 
 
-@pytest.mark.parametrize("case", [*CASES, pytest.param(HELD_OUT_ALMOST_EVERYTHING, marks=pytest.mark.xfail(
-    strict=True, reason="needs train.py encode_data to call data.encode.check_heldout_split after the split"))],
-    ids=str)
+@pytest.mark.parametrize("case", [*CASES, HELD_OUT_ALMOST_EVERYTHING], ids=str)
 def test_bad_input(case: BadInput, tmp_path: Path) -> None:
     check_bad_input(case, tmp_path)
 

@@ -162,13 +162,15 @@ def encode_data(recipe: Recipe, tokenizer) -> TrainingData:
     """Encode the training files once (Arrow-cached by data + tokenizer + template + max length) and set the
     held-out examples apart: data.eval_files, or a seeded data.eval_fraction of every source. A dpo recipe's
     examples are encoded preference pairs (`tulu_lite.data.pairs.encode_pairs_dataset`)."""
-    from tulu_lite.data.encode import SOURCE_COLUMN
+    from tulu_lite.data.encode import SOURCE_COLUMN, check_heldout_split
     from tulu_lite.train.heldout import by_source, split_heldout
 
     train, report = _encode_training_files(recipe, tokenizer)
     heldout, heldout_report = {}, None
     if recipe.data.eval_fraction is not None:
         train, heldout = split_heldout(train, recipe.data.eval_fraction, recipe.training.seed)
+        check_heldout_split(recipe.data.eval_fraction, len(train), sum(len(part) for part in heldout.values()),
+                            recipe.where("data", "eval_fraction"))
     elif recipe.data.eval_files:
         encoded, heldout_report = _encode(recipe, tokenizer, resolve_files(recipe, "eval_files"), "data.eval_files")
         heldout = by_source(encoded)

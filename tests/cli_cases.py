@@ -1,6 +1,6 @@
 """Run the CLI as a user would (a subprocess) on bad input and check the promise every command makes.
 
-The promise (README, "Bad input"): exit code 2, one line on stderr that starts with ``error:`` and names the
+The promise (docs/safety.md): exit code 2, one line on stderr that starts with ``error:`` and names the
 problem, no traceback, every file that existed before byte-identical, no temporary left behind. Test modules
 declare their cases as `BadInput` rows and call `check_bad_input` from a parametrized test, so the table for
 each command lives next to that command's other tests.

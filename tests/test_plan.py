@@ -79,7 +79,7 @@ def test_llama_7b_qlora_estimate_is_the_formula():
     memory = estimate_memory(shapes, qlora_7b())
     assert memory.lora_params == p_lora == 159_907_840  # QLoRA r=64 on all linear layers of LLaMA-7B
     assert memory.total_with_checkpointing == expected
-    assert expected / 1024**3 == pytest.approx(15.70, abs=0.005)  # the figure in the recipe header and README
+    assert expected / 1024**3 == pytest.approx(15.70, abs=0.005)  # the figure in the recipe header and docs/training.md
     assert memory.total_without_checkpointing == expected - (L * s * T * h + layer) + L * layer
     rows = {name: size for name, size, _ in memory.rows}
     assert rows["attention mask (sdpa)"] == mask and rows["LM head (TRL chunked log-probs)"] == head

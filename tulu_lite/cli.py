@@ -173,7 +173,7 @@ def data_convert(
     raw_path: Path = typer.Argument(..., help="The raw file as released (or its folder; super_ni: the repo folder)."),
     out: Path = typer.Option(..., "-o", "--out", help="Output conversation JSONL."),
     style: str = typer.Option(ConvertOptions.style, "--style", help="v1: as TÜLU v1 converted it (open-instruct "
-                              "e44fcf588); clean: tulu-lite's rules (see README)."),
+                              "e44fcf588); clean: tulu-lite's rules (see docs/data.md)."),
     seed: int = typer.Option(ConvertOptions.seed, "--seed", help="Seed for templates and sampling."),
     max_examples: Optional[int] = typer.Option(None, "--max-examples", help="Keep N examples (seeded sample)."),
     top_k_reply: Optional[int] = typer.Option(None, "--top-k-reply", help="oasst1: K best replies per node."),
@@ -463,7 +463,7 @@ def eval_run(
                                             rich_help_panel=_RUN),
     protocol: str = typer.Option(_eval_default("protocol"), "--protocol", rich_help_panel=_RUN,
                                  help="tulu-v1: as the TÜLU paper ran each task (open-instruct 36bc72800); "
-                                      "tulu-lite: tulu-lite's variant (README: protocol tulu-v1 vs tulu-lite)."),
+                                      "tulu-lite: tulu-lite's variant (docs/eval.md: protocol tulu-v1 vs tulu-lite)."),
     chat_format: str = typer.Option(_eval_default("chat_format"), "--chat-format", rich_help_panel=_RUN,
                                     help="tulu, native or none (base models). tulu-v1 keeps HumanEval and "
                                          "TruthfulQA raw, as the paper did."),

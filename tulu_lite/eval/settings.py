@@ -5,7 +5,7 @@ The resolved settings are written beside every task's results (`settings.json`) 
 `protocol` decides how each task is run and scored: ``tulu-v1`` (default) is the evaluation of the TÜLU paper
 (open-instruct at commit 36bc72800 with the flags of its `scripts/submit_eval_jobs.py`): its prompts, stop rules,
 decoding, seeded subsets and scorers. ``tulu-lite`` is tulu-lite's own variant (one chat format for every task,
-numeric GSM match, ...). The README's table "protocol tulu-v1 vs tulu-lite" lists every difference.
+numeric GSM match, ...). docs/eval.md's table "protocol tulu-v1 vs tulu-lite" lists every difference.
 """
 
 from __future__ import annotations

@@ -130,8 +130,8 @@ def test_new_weights_in_the_same_model_folder_are_evaluated_again(tmp_path, tiny
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already finished" not in again.stderr
-    assert f"gsm: {out / 'gsm'} holds results of other weights than those now in {model}; running it again to " \
-           f"replace them" in again.stderr
+    assert f"gsm: {out / 'gsm'} holds results not made from the weights now in {model} (merged or trained again " \
+           f"since?); running it again to replace them" in again.stderr
     assert json.loads((out / "gsm" / "settings.json").read_text())["model_weights"] not in (None, recorded)
 
 

@@ -88,14 +88,15 @@ class StopOnText(StoppingCriteria):
 
     transformers' own `stop_strings` rebuilds a table over the whole vocabulary on every `generate()` call
     (seconds for a 32k vocabulary, per batch). Decoding each row's whole continuation at every step costs time
-    that grows with the square of its length, so only a row's tail is decoded. Appending a token changes the decoded
-    text only in its last *unit* (the new token, or the run of byte pieces it extends) and a few characters before
-    it (a split UTF-8 character completed), so a stop sequence that appears for the first time lies in the last
-    `window` tokens once they hold `reach` characters before that unit. A tail starts at a unit's start (never
-    inside a run of byte pieces), and its first `MARGIN` characters are not searched: decoding from mid-row may differ there (a sentencepiece space
-    dropped, half a character shown as U+FFFD). A row too short for that is decoded whole, as the stop rule sees it.
-    A row whose newest token is skipped by decoding (eos, padding after the row ended) keeps its text and its
-    answer. The result is that of searching the whole continuation at every step (tested on four vocabularies).
+    that grows with the square of its length, so only a row's tail is decoded. Appending a token changes the
+    decoded text only in its last *unit* (the new token, or the run of byte pieces it extends) and a few characters
+    before it (a split UTF-8 character completed), so a stop sequence that appears for the first time lies in the
+    last `window` tokens once they hold `reach` characters before that unit. A tail starts at a unit's start (never
+    inside a run of byte pieces), and its first `MARGIN` characters are not searched: decoding from mid-row may
+    differ there (a sentencepiece space dropped, half a character shown as U+FFFD). A row too short for that is
+    decoded whole, as the stop rule sees it. A row whose newest token is skipped by decoding (eos, padding after
+    the row ended) keeps its text and its answer. The result is that of searching the whole continuation at every
+    step (tested against it on four vocabularies).
     """
 
     MARGIN = 8  # characters at the start of a tail that decoding from mid-row may change
@@ -103,7 +104,8 @@ class StopOnText(StoppingCriteria):
     def __init__(self, tokenizer, stop: Sequence[str], prompt_width: int):
         self.tokenizer, self.stop, self.prompt_width = tokenizer, [s for s in stop if s], prompt_width
         self.reach = max((len(s) for s in self.stop), default=0) + 2 * self.MARGIN
-        self.window = self.reach // 2 + 1  # tokens: most hold two characters or more; doubled for rows where they do not
+        # tokens: most hold two characters or more; doubled for the rows where they do not
+        self.window = self.reach // 2 + 1
         self.pieces, self.skipped = token_kinds(tokenizer)
         self.glue = self.pieces | self.skipped  # tokens a run of byte pieces decodes across
         self.done: list[bool] = []

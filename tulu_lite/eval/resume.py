@@ -29,8 +29,7 @@ from typing import Literal
 
 from tulu_lite.errors import TuluError
 from tulu_lite.eval.settings import EvalSettings
-from tulu_lite.json_files import write_json
-from tulu_lite.outputs import atomic_file
+from tulu_lite.json_files import read_json_object, read_jsonl, write_json, write_jsonl
 
 
 def identity(settings: EvalSettings, module, *, with_scoring: bool) -> dict:
@@ -71,8 +70,7 @@ def _identity_file(settings: EvalSettings, task: str) -> Path:
 
 def save_generations(settings: EvalSettings, task: str, module, records: list[dict], weights: dict | None) -> Path:
     path = generations_file(settings, task)
-    with atomic_file(path) as handle:
-        handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    write_jsonl(records, path)
     write_json(_identity_file(settings, task), identity(settings, module, with_scoring=False)
                | {"model_weights": weights})
     return path
@@ -85,13 +83,13 @@ def saved_generations(settings: EvalSettings, task: str, module, weights: dict |
     if settings.force or not (path.is_file() and marker.is_file()):
         return None
     try:
-        saved = json.loads(marker.read_text(encoding="utf-8"))
+        saved = read_json_object(marker)
         if {key: saved.get(key) for key in ("model_dir", "task_settings")} != \
                 identity(settings, module, with_scoring=False) or \
                 not same_weights(saved.get("model_weights"), weights):
             return None
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError):
+        return [record for _, record in read_jsonl(path)]
+    except (OSError, TuluError):
         return None  # unreadable: generate again
 
 
@@ -113,11 +111,11 @@ def already_finished(settings: EvalSettings, task: str, module, weights: dict | 
     if not target.is_dir():
         raise TuluError(f"{target}: exists and is not a directory")
     try:
-        saved = json.loads((target / "settings.json").read_text(encoding="utf-8"))
+        saved = read_json_object(target / "settings.json")
         same_run = (target / "metrics.json").is_file() and saved.get("rescored_from") is None and \
             {"model_dir": saved["settings"]["model_dir"], "task_settings": saved["task_settings"]} \
             == identity(settings, module, with_scoring=True)
-    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+    except (OSError, KeyError, TypeError, TuluError):
         same_run = False
     if not same_run:
         raise TuluError(f"{target}: already exists and holds other results (another model or other settings); "

@@ -113,8 +113,8 @@ def evaluate(settings: EvalSettings, lm=None) -> list[TaskResult]:
             results.append(read_result(task, settings.output_dir / task))
             continue
         if finished[task] == "stale":
-            notice(f"{task}: {settings.output_dir / task} holds results of other weights than those now in "
-                   f"{settings.model_dir}; running it again to replace them")
+            notice(f"{task}: {settings.output_dir / task} holds results not made from the weights now in "
+                   f"{settings.model_dir} (merged or trained again since?); running it again to replace them")
         results.append(run_task(task, settings, model, replace=finished[task] == "stale"))
     return results
 

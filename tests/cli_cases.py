@@ -150,14 +150,15 @@ def run_interrupted(case: Interrupted, cwd: Path, args: list[str]) -> subprocess
         else:
             process.kill()
         stdout, stderr = process.communicate(timeout=60)
-        assert ready.exists(), f"{case.name}: never reached {case.pause_at} (exit {process.returncode})\n{stderr[-3000:]}"
+        assert ready.exists(), \
+            f"{case.name}: never reached {case.pause_at} (exit {process.returncode})\n{stderr[-3000:]}"
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def check_interrupted(case: Interrupted, tmp: Path) -> str:
     """Run `case` in `tmp` and assert what an interruption promises: the signal's exit code (128 + its number),
-    exactly one ``interrupted`` line on stderr and no traceback, every file that existed before byte-identical, no temporary
-    left behind; return the line."""
+    exactly one ``interrupted`` line on stderr and no traceback, every file that existed before byte-identical, no
+    temporary left behind; return the line."""
     if case.setup is not None:
         case.setup(tmp)
     before = snapshot(tmp)

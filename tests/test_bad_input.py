@@ -251,7 +251,8 @@ def _output_cases(kind: str) -> list[BadInput]:
               "read-only": r"(read-only file system|permission denied|can't write)",
               "full": r"full/\S*: .*no space left on device",
               # eval checks its output folder itself ("is a file"): refused all the same, nothing replaced
-              "fifo": r"special/\S*: (is a FIFO \(named pipe\), not a regular file or directory|is a file, not a dir)"}[kind]
+              "fifo": r"special/\S*: (is a FIFO \(named pipe\), not a regular file or directory|is a file, not a "
+                      r"dir)"}[kind]
     cases = []
     for command, (args, setup) in WRITERS.items():
         out = {"file": "afile/sub", "read-only": "locked", "full": "full", "fifo": "special"}[kind]

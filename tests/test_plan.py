@@ -200,6 +200,12 @@ def test_plan_for_several_gpus_is_fsdp(tmp_path, monkeypatch):
 
 
 BAD_INPUT = [
+    BadInput("hub model offline", ["plan", "{tmp}/r.yaml", "--skip-data"],
+             r"^error: model\.name_or_path: tulu-lite-tests/absent-model: not in the local Hugging Face cache and "
+             r"offline mode is on \(HF_HUB_OFFLINE=1\); download it where there is network",
+             setup=lambda tmp: (tmp / "r.yaml").write_text(yaml.safe_dump(
+                 {"model": {"name_or_path": "tulu-lite-tests/absent-model"}, "data": {"train_files": [str(DEMO)]},
+                  "output_dir": "o"}))),
     BadInput("no-gpus", ["plan", "{tmp}/r.yaml", "--skip-data", "--gpus", "0"], r"--gpus: expected a positive",
              setup=lambda tmp: (tmp / "r.yaml").write_text(yaml.safe_dump(
                  {"model": {"name_or_path": "tiny-llama"}, "data": {"train_files": [str(DEMO)]}, "output_dir": "o"}))),

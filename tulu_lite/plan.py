@@ -149,10 +149,11 @@ class Plan:
 def plan(recipe: Recipe, *, with_data: bool = True, gpus: int = 1) -> Plan:
     """Token counts (when `with_data`) and the memory estimate for `recipe` on `gpus` GPUs (FSDP when > 1),
     reading only the model's config."""
-    from tulu_lite.model.loading import load_recipe_tokenizer
-
     if gpus < 1:
         raise TuluError(f"--gpus: expected a positive number of GPUs, got {gpus}")
+    check_hub_model(recipe)  # before torch and transformers load: an unreachable hub model fails in a second
+    from tulu_lite.model.loading import load_recipe_tokenizer
+
     shapes = model_shapes(recipe)
     attention = planned_attention(recipe)
     memory = estimate_memory(shapes, recipe, gpus=gpus, attention=attention)
@@ -206,47 +207,48 @@ def model_shapes(recipe: Recipe) -> Shapes:
         from tulu_lite.recipe import local_model_dir
 
         where = recipe.model.name_or_path
-        hub = local_model_dir(where, "model.name_or_path") is None  # a missing path is not a hub lookup
+        local_model_dir(where, "model.name_or_path")  # a missing path is not a hub lookup
         try:
-            if hub:
-                _check_hub_reachable(recipe)
             config = AutoConfig.from_pretrained(where, trust_remote_code=recipe.model.trust_remote_code)
         except (OSError, ValueError) as exc:
             raise TuluError(f"model.name_or_path: {where}: could not read its config ({first_line(exc)})") from exc
     return shapes_from_config(config)
 
 
-def _check_hub_reachable(recipe: Recipe) -> None:
-    """A hub id whose config is not cached needs the hub: when it can't be reached, say so at once.
+def check_hub_model(recipe: Recipe) -> None:
+    """A hub model whose config is not in the local cache needs the hub: when offline mode is on or the hub can't
+    be reached, say so at once, before anything heavy is imported.
 
     huggingface_hub retries an unreachable host five times with back-off (about 25 s of "Retrying in 8s" lines)
-    before failing; one TCP connection attempt tells the same in a moment. Behind a proxy the direct attempt says
-    nothing, so it is skipped there; offline mode (HF_HUB_OFFLINE=1) already fails at once.
+    before failing; one TCP connection attempt tells the same in a moment. Behind a proxy a direct attempt says
+    nothing, so it is skipped there.
     """
+    from tulu_lite.recipe import local_model_dir
+
+    name = recipe.model.name_or_path
+    if recipe.model.is_tiny or local_model_dir(name, "model.name_or_path") is not None:
+        return
     import socket
     from urllib.parse import urlparse
 
-    from huggingface_hub import constants
-    from transformers import AutoConfig
+    from huggingface_hub import constants, try_to_load_from_cache
 
-    name = recipe.model.name_or_path
-    try:
-        AutoConfig.from_pretrained(name, trust_remote_code=recipe.model.trust_remote_code, local_files_only=True)
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
         return  # cached: no network needed
-    except (OSError, ValueError):
-        pass
-    proxies = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-    if constants.HF_HUB_OFFLINE or any(os.environ.get(variable) for variable in proxies):
+    advice = f"download it where there is network (hf download {name}) or give a local model folder"
+    if constants.HF_HUB_OFFLINE:
+        raise TuluError(f"model.name_or_path: {name}: not in the local Hugging Face cache and offline mode is on "
+                        f"(HF_HUB_OFFLINE=1); {advice}")
+    if any(os.environ.get(variable) for variable in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return
     endpoint = urlparse(constants.ENDPOINT)
     port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
     try:
         socket.create_connection((endpoint.hostname, port), timeout=5).close()
     except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
+        reason = (exc.strerror or str(exc) or type(exc).__name__).lower()
         raise TuluError(f"model.name_or_path: {name}: not in the local Hugging Face cache and the hub can't be "
-                        f"reached ({endpoint.hostname}: {reason.lower()}); download it where there is network "
-                        f"(hf download {name}) or give a local model folder") from None
+                        f"reached ({endpoint.hostname}: {reason}); {advice}") from None
 
 
 def shapes_from_config(config) -> Shapes:

@@ -426,6 +426,7 @@ def check_heldout_split(fraction: float, train_examples: int, heldout_examples: 
     (``Recipe.where("data", "eval_fraction")``). Called by training right after the split is made.
     """
     if heldout_examples > train_examples:
-        raise TuluError(f"{where}: {fraction:g} holds out {heldout_examples:,} of {train_examples + heldout_examples:,} "
-                        f"examples and leaves {train_examples:,} to train on; the held-out share should be small "
-                        f"(e.g. 0.05), at most half of the data")
+        total = train_examples + heldout_examples
+        raise TuluError(f"{where}: {fraction:g} holds out {heldout_examples:,} of {total:,} examples and leaves "
+                        f"{train_examples:,} to train on; the held-out share should be small (e.g. 0.05), at most "
+                        f"half of the data")

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tulu_lite.errors import TuluError
+from tulu_lite.quiet import quiet_libraries
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="TÜLU-style instruction tuning on one GPU (or a laptop CPU).")
@@ -207,13 +208,10 @@ def train_command(
     from tulu_lite.recipe import load_recipe
 
     loaded = load_recipe(recipe, set_)
-    from transformers.utils import logging as hf_logging
-
     from tulu_lite.train import TrainingStopped, train
     from tulu_lite.train.report import check_logger, device_summary
 
     check_logger(loaded)  # (train checks it too) before the lines below promise a logger
-    hf_logging.disable_progress_bar()  # the weights load in a blink; one bar (ours) is enough
     console.print(f"[bold]tulu-lite train[/] {recipe} on {device_summary(loaded)} → {loaded.output_dir}",
                   highlight=False)
     if loaded.training.report_to == "tensorboard":
@@ -266,12 +264,9 @@ def merge_command(
     max_shard_size: str = typer.Option("5GB", "--max-shard-size", help="Split safetensors above this size."),
 ) -> None:
     """Fold a LoRA/QLoRA adapter into its base (QLoRA: into the dequantized 4-bit weights) and verify it."""
-    from transformers.utils import logging as hf_logging
-
     from tulu_lite.merge import merge
     from tulu_lite.merge.verify import verification_table
 
-    hf_logging.disable_progress_bar()  # our stage lines replace transformers' per-load bars
     result = merge(adapter_dir, out, base=base, dtype=dtype, force=force, verify=verify,
                    max_shard_size=max_shard_size, console=console)
     if result.verification is not None:
@@ -408,6 +403,9 @@ def eval_compare(
 
 def main() -> None:
     """Entry point: run the app and turn user errors into one red line (exit code 2)."""
+    # Once, here, before any command imports transformers or datasets: their own progress bars ("Loading weights",
+    # "Generating train split") would print under ours in every command that loads a model or reads data.
+    quiet_libraries()
     try:
         app()
     except TuluError as exc:

@@ -78,7 +78,7 @@ def _heldout_summary(trainer) -> dict | None:
     """Sizes of the held-out sets, every evaluation, and the sizes dropped by truncation."""
     from dataclasses import asdict
 
-    from tulu_lite.heldout import eval_history, source_sizes
+    from tulu_lite.train.heldout import eval_history, source_sizes
 
     data = trainer.run.data
     if not data.heldout:

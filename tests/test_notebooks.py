@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,36 @@ def test_committed_notebook_carries_the_outputs_of_a_full_run(path: Path) -> Non
     outputs = [output for cell in code for output in cell.get("outputs", [])]
     assert not [output for output in outputs if output["output_type"] == "error"], path.name
     assert any("image/png" in output.get("data", {}) for output in outputs), f"{path.name}: no figure"
+
+
+# An absolute path of the machine the notebook ran on (a run directory, a cache, the checkout, a library's source in
+# a warning): outputs name files relative to the run directory, or by name only.
+MACHINE_PATH = re.compile(r"(?<![\w.~])/(?:work|root|tmp|home|Users|private|var|opt|usr|mnt|scratch)/")
+# What a kernel without ipywidgets, or a library's own progress bar, leaves in the outputs.
+WIDGET_NOISE = ("IProgress not found", "ipywidgets", "TqdmWarning", "Loading weights", "Generating train split",
+                "it/s]")
+
+
+def output_texts(output: dict) -> list[str]:
+    """The text an output shows: a stream's, or every text representation of a display or result (not images)."""
+    if output["output_type"] == "stream":
+        return ["".join(output["text"])]
+    if output["output_type"] == "error":
+        return ["\n".join(output["traceback"])]
+    return ["".join(value) for kind, value in output.get("data", {}).items() if kind.startswith("text/")]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_committed_outputs_hold_no_machine_paths_or_widget_noise(path: Path) -> None:
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    for index, cell in enumerate(notebook["cells"]):
+        for output in cell.get("outputs", []):
+            texts = output_texts(output)
+            for text in texts:
+                assert not MACHINE_PATH.search(text), (path.name, index, MACHINE_PATH.search(text).group(0), text[:300])
+                assert not [noise for noise in WIDGET_NOISE if noise in text], (path.name, index, text[:300])
+            # A live display (a progress bar) in a kernel without widgets leaves an empty output behind.
+            assert "image/png" in output.get("data", {}) or any(text.strip() for text in texts), (path.name, index)
 
 
 def test_notebooks_are_found() -> None:

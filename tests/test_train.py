@@ -188,3 +188,35 @@ def test_pickle_weights_are_refused_unless_the_recipe_opts_in(tmp_path, llama_to
     assert not any(param.requires_grad for param in loaded.parameters())  # the base is frozen
     with pytest.raises(TuluError, match="not a model directory"):
         load_base_model(ModelSettings(name_or_path=str(tmp_path.parent)), None)
+
+
+@pytest.mark.slow
+def test_cli_shows_no_library_bars_and_writes_a_model_card(tmp_path):
+    """train, merge and eval as a user runs them: no transformers "Loading weights" or datasets "Generating train
+    split" bar (a fresh datasets cache, so the split is generated), and a card naming base, data and recipe in the
+    adapter and every checkpoint instead of PEFT's and TRL's empty templates."""
+    recipe_path = write_recipe(tmp_path, quantized=True, max_steps=4, save_steps=2)
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS")}
+    env["HF_DATASETS_CACHE"] = str(tmp_path / "datasets-cache")
+    eval_data = Path(__file__).parent / "fixtures" / "eval"
+    commands = [["train", str(recipe_path)], ["merge", "out", "-o", "merged"],
+                ["eval", "merged", "--tasks", "gsm", "--data-dir", str(eval_data), "--limit", "2",
+                 "--max-new-tokens", "8", "-o", "results"]]
+    for command in commands:
+        done = subprocess.run([sys.executable, "-m", "tulu_lite", *command], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        for noise in ("Loading weights", "Generating train split", "it/s]"):
+            assert noise not in done.stdout + done.stderr, (command[0], noise)
+    assert list((tmp_path / "datasets-cache").iterdir())  # the data did go through a fresh datasets cache
+    out, checkpoints = tmp_path / "out", tmp_path / "out.checkpoints"
+    card = (out / "README.md").read_text()
+    assert "tiny-llama" in card and "recipe.yaml" in card and "train.jsonl" in card and "4 of 4 steps" in card
+    assert "base_model:" not in card  # the tiny base is no hub model; PEFT wrote its local cache path there
+    assert (checkpoints / "checkpoint-2" / "README.md").read_text().count("tiny-llama") == 1
+    assert not (checkpoints / "README.md").exists()  # TRL's card ("a fine-tuned version of [None]")
+    for folder in (out, checkpoints):
+        for path in folder.rglob("*.md"):
+            text = path.read_text()
+            assert "[More Information Needed]" not in text and "[None]" not in text, path

@@ -15,6 +15,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from tulu_lite.errors import TuluError
+from tulu_lite.quiet import quiet_libraries
 
 
 class _Commands(TyperGroup):
@@ -304,13 +305,10 @@ def train_command(
     from tulu_lite.recipe import load_recipe
 
     loaded = load_recipe(recipe, set_)
-    from transformers.utils import logging as hf_logging
-
     from tulu_lite.train import TrainingStopped, train
     from tulu_lite.train.report import check_logger, device_summary
 
     check_logger(loaded)  # (train checks it too) before the lines below promise a logger
-    hf_logging.disable_progress_bar()  # the weights load in a blink; one bar (ours) is enough
     console.print(f"[bold]tulu-lite train[/] {recipe} on {device_summary(loaded)} → {loaded.output_dir}",
                   highlight=False)
     if loaded.training.report_to == "tensorboard":
@@ -365,8 +363,6 @@ def merge_command(
                                        "f16 | bf16 | q8_0 | q4_0, written and verified as OUT_DIR/model-TYPE.gguf."),
 ) -> None:
     """Fold a LoRA/QLoRA adapter into its base (QLoRA: into the dequantized 4-bit weights) and verify it."""
-    from transformers.utils import logging as hf_logging
-
     from tulu_lite.merge import merge
     from tulu_lite.merge.verify import verification_table
 
@@ -374,7 +370,6 @@ def merge_command(
         from tulu_lite.export import check_gguf_type
 
         check_gguf_type(gguf, "--gguf")
-    hf_logging.disable_progress_bar()  # our stage lines replace transformers' per-load bars
     result = merge(adapter_dir, out, base=base, dtype=dtype, force=force, verify=verify,
                    max_shard_size=max_shard_size, console=console)
     if result.verification is not None:
@@ -404,11 +399,8 @@ def export_command(
 
 
 def _export_and_report(model_dir: Path, out: Path, gguf_type: str, *, force: bool) -> None:
-    from transformers.utils import logging as hf_logging
-
     from tulu_lite.export import export, verification_table
 
-    hf_logging.disable_progress_bar()
     result = export(model_dir, out, gguf_type, force=force, console=console)
     console.print(verification_table(result.verification))
     console.print(f"[bold green]wrote[/] {result.out} ({result.gguf_type}, {result.architecture}, "
@@ -549,6 +541,9 @@ def main() -> None:
     from tulu_lite.signals import handle_termination
 
     handle_termination()
+    # Once, here, before any command imports transformers or datasets: their own progress bars ("Loading weights",
+    # "Generating train split") would print under ours in every command that loads a model or reads data.
+    quiet_libraries()
     try:
         app()
     except TuluError as exc:

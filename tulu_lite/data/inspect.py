@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from rich import get_console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 from transformers import PreTrainedTokenizerBase
@@ -63,7 +64,8 @@ def inspect_file(
     totals = InspectTotals()
     records = iter(read_records(path))
     with Progress(TextColumn("[bold]encoding"), BarColumn(), TextColumn("{task.completed:,} examples"),
-                  TimeElapsedColumn(), transient=True) as progress:
+                  TimeElapsedColumn(), transient=True,
+                  disable=get_console().is_jupyter) as progress:  # Jupyter: no ipywidgets warning
         task = progress.add_task("encode", total=None)
         while batch := _next_batch(records, batch_size):
             for messages, encoded in zip(batch, encode_many(batch, tokenizer, template, max_seq_length)):

@@ -21,7 +21,9 @@ console = Console(stderr=True)
 def progress(description: str, total: int) -> Progress:
     """A rich progress bar counting examples; use as a context manager and advance task 0."""
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False)
+                   TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
+                   # In Jupyter a live bar needs ipywidgets, else it warns and leaves an empty output behind.
+                   disable=console.is_jupyter)
     bar.add_task(description, total=total)
     return bar
 

@@ -194,7 +194,12 @@ def write_checkpoint_extras(trainer, folder: Path) -> None:
     (`tulu_lite.train.heldout.BestAdapter`).
     """
     from tulu_lite.train.heldout import save_weights
-    from tulu_lite.train.report import base_record, plot_loss, summarise
+    from tulu_lite.train.report import (
+        base_record,
+        plot_loss,
+        summarise,
+        write_model_card,
+    )
 
     run = trainer.run
     save_recipe(run.recipe, folder / "recipe.yaml")
@@ -204,6 +209,7 @@ def write_checkpoint_extras(trainer, folder: Path) -> None:
     metrics = summarise(trainer)
     write_json(folder / "metrics.json", metrics)
     plot_loss(metrics, folder / "loss.png", title=f"{run.recipe.output_dir.name} at step {trainer.state.global_step}")
+    write_model_card(run.recipe, metrics, folder / "README.md")  # over PEFT's empty template
     best = trainer.best
     if best.weights is not None and best.step != trainer.state.global_step:
         save_weights(best.weights, folder / BEST_ADAPTER)

@@ -127,6 +127,44 @@ def write_output(
         write_json(tmp / "base_model.json", trainer.run.base or base_record(recipe, trainer.model))
         write_json(tmp / "metrics.json", metrics)
         plot_loss(metrics, tmp / "loss.png", title=recipe.output_dir.name)
+        write_model_card(recipe, metrics, tmp / "README.md")
+
+
+def write_model_card(recipe: Recipe, metrics: dict, target: Path) -> None:
+    """README.md of an adapter or checkpoint folder: base, data, recipe and metrics of this run.
+
+    Replaces the card PEFT's `save_pretrained` writes, an empty template ("[More Information Needed]") whose
+    `base_model` is the local cache path the base was loaded from. The card's `base_model` field is for the hub, so
+    it is set only when the base is a hub id (a local folder's path would be a machine path, the tiny base no model).
+    """
+    name = recipe.model.name_or_path
+    hub_base = not recipe.model.is_tiny and not Path(name).is_absolute() and name.count("/") == 1
+    header = ["---", "library_name: peft", *([f"base_model: {name}"] if hub_base else []),
+              "tags: [lora, tulu-lite]", "---", ""]
+    kind = f"QLoRA (4-bit {recipe.quantization.quant_type} base)" if recipe.quantization is not None else "LoRA"
+    data = recipe.data
+    sources = ([f"mixture `{data.mixture.name}`"] if data.mixture is not None
+               else [f"`{Path(source.label).name if source.path is not None else source.label}`"
+                     for source in data.train_files])
+    lines = [
+        f"# {recipe.output_dir.name}", "",
+        f"A {kind} adapter trained by tulu-lite (TÜLU-style instruction tuning, loss on the assistant turns only).",
+        "",
+        f"- base: `{Path(name).name if Path(name).is_absolute() else name}`",
+        f"- data: {', '.join(sources)}: {metrics['examples']:,} training examples, max {data.max_seq_length} tokens",
+        f"- recipe: `recipe.yaml` in this folder (rerun: `tulu-lite train recipe.yaml`); r={recipe.lora.r}, "
+        f"alpha={recipe.lora.alpha:g}, learning rate {recipe.training.learning_rate:g}",
+        f"- training: {metrics['steps']} of {metrics['max_steps']} steps ({metrics['epochs'] or 0:.2f} epochs), "
+        + (f"loss {_fmt(metrics['first_loss'])} -> {_fmt(metrics['final_loss'])}" if metrics["first_loss"] is not None
+           else f"mean loss {_fmt(metrics['train_loss'])}"),
+    ]
+    if metrics.get("best_step") is not None:
+        lines.append(f"- held-out loss: {_fmt(metrics['best_eval_loss'])} at step {metrics['best_step']} "
+                     f"(this folder holds the adapter of step {metrics['output_step']})")
+    lines += ["", "Everything measured is in `metrics.json` (the loss curve in `loss.png`); where the base came from "
+              "in `base_model.json`. Fold the adapter into its base with `tulu-lite merge THIS_FOLDER -o MERGED`, "
+              "then `tulu-lite eval MERGED`.", ""]
+    target.write_text("\n".join(header + lines), encoding="utf-8")
 
 
 def base_record(recipe: Recipe, model) -> dict:

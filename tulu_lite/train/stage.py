@@ -129,6 +129,10 @@ class StageTrainer:
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
+    def create_model_card(self, *args, **kwargs) -> None:
+        """Write no card in OUTPUT_DIR.checkpoints/: TRL's, written there before every checkpoint, names no base
+        ("a fine-tuned version of [None]"); each checkpoint folder gets its own card (`write_checkpoint_extras`)."""
+
     def _save_checkpoint(self, model, trial):
         # Private, on purpose: Trainer's own checkpoint writes (adapter, tokenizer, optimizer, scheduler, RNG and
         # trainer state, all inside `_save_checkpoint`) have no public hook around them, and a disk filling up

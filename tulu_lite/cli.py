@@ -101,7 +101,12 @@ def _inspect_pairs(source, tok, template: str, max_seq_length: int, n: int) -> N
 
 # ---- datasets: data convert / mix / stats --------------------------------------------------------------------
 
-from tulu_lite.data.sources import PAIR_SOURCES, SOURCES, STYLES, ConvertOptions  # noqa: E402  (light: option defaults there)
+from tulu_lite.data.sources import (  # noqa: E402  (light: option defaults there)
+    PAIR_SOURCES,
+    SOURCES,
+    STYLES,
+    ConvertOptions,
+)
 
 
 def _bytes_progress():

@@ -244,7 +244,8 @@ def total_input_size(source_name: str, raw_path: str | os.PathLike, options: Con
 def report_table(report: ConvertReport, out: str | os.PathLike) -> Table:
     """A rich table of what a conversion read, wrote, skipped (pairs: dropped) and repaired."""
     pairs = report.source in PAIR_SOURCES
-    table = Table(title=f"{report.source} → {out}" if pairs else f"{report.source} (--style {report.style}) → {out}")
+    style = "" if pairs else f" (--style {report.style})"
+    table = Table(title=f"{report.source}{style} → {out}")
     table.add_column("")
     table.add_column("count", justify="right")
     table.add_row("raw records read", f"{report.records_read:,}")

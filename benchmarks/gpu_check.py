@@ -15,16 +15,21 @@ dtype `auto` picks). Training data are generated from the bundled demo chats (1-
    checkpointing on, and padding-free without checkpointing: tokens/s, peak allocated memory, and that peak over
    `tulu-lite plan`'s estimate for the same shape (less the CUDA context, which the allocator does not see);
    padding-free runs must land within 0.7-1.2 of the plan. Checkpointing must lower the peak.
-3. merge: the last adapter merged on the GPU with `tulu_lite.merge.merge` and its logits check.
-4. eval: batched greedy generation of a few prompts with the merged model, and batched log-likelihoods equal to
+3. preference tuning (DPO): `tulu_lite.train.train` with ``stage: dpo`` (QLoRA, sigmoid DPO, the reference = the
+   adapter disabled, gradient checkpointing, padded batches of `--batch-size` pairs) on pairs made from the same
+   chats (the last reply of each swapped for another chat's), with the reference forward live and precomputed:
+   tokens/s (both sides' tokens), peak allocated memory and that peak over `plan`'s estimate for the same recipe
+   (which adds a live reference pass, or none when precomputed); the peak must not exceed 1.2 x the plan.
+4. merge: the last adapter merged on the GPU with `tulu_lite.merge.merge` and its logits check.
+5. eval: batched greedy generation of a few prompts with the merged model, and batched log-likelihoods equal to
    unbatched ones (left padding done right).
-5. with 2 GPUs visible: `accelerate launch --multi_gpu --num_processes 2 -m tulu_lite train` (DDP) and the same with
+6. with 2 GPUs visible: `accelerate launch --multi_gpu --num_processes 2 -m tulu_lite train` (DDP) and the same with
    recipes/accelerate/fsdp.yaml, for QLoRA (4-bit weights sharded) and for LoRA on the bf16 base, finish and write
    adapters; both FSDP adapters merge. This process itself sees only the first GPU (CUDA_VISIBLE_DEVICES).
 
 Prints a table, writes benchmarks/results/gpu_check.json (`--json`), exits 1 if a check failed (a stage that raises,
 an out-of-memory say, is a failed check in the table); without CUDA it says
-so in one line and exits 2. `--cpu-dry-run` runs checks 1-4 on a tiny model on the CPU (no memory, flash or
+so in one line and exits 2. `--cpu-dry-run` runs checks 1-5 on a tiny model on the CPU (no memory, flash or
 multi-GPU checks): the test suite uses it so that this script keeps working where no GPU is.
 """
 
@@ -79,7 +84,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-# ---- the base and the data ------------------------------------------------------------------------------------
+# ---- the base and the data ---------------------------------------------------------------------------------------
 
 
 def build_base(directory: Path, args, tokenizer, device: torch.device) -> Path:
@@ -139,7 +144,44 @@ def make_recipe(workdir: Path, base: Path, chats: Path, args, *, name: str, atte
     })
 
 
-# ---- 1. layouts -----------------------------------------------------------------------------------------------
+def write_pairs(path: Path, chats: Path, seed: int) -> None:
+    """Preference pairs from the generated chats: chosen = a chat, rejected = the same chat with its last assistant
+    reply swapped for another chat's last reply (so both sides share every turn but the last, as DPO wants)."""
+    from tulu_lite.data.conversations import read_conversations
+    from tulu_lite.json_files import write_jsonl
+
+    records = [r for r in read_conversations(chats) if r["messages"][-1]["role"] == "assistant"]
+    replies = [r["messages"][-1] for r in records]
+    rng = random.Random(seed)
+    pairs = []
+    for index, record in enumerate(records):
+        other = replies[rng.randrange(len(replies))]
+        if other["content"] == record["messages"][-1]["content"]:
+            continue
+        pairs.append({"id": f"gpu-check-pair-{index}", "chosen": record["messages"],
+                      "rejected": [*record["messages"][:-1], other]})
+    write_jsonl(pairs, path)
+
+
+def make_dpo_recipe(workdir: Path, base: Path, pairs: Path, args, *, precompute: bool):
+    """QLoRA DPO on the check's base: padded batches of `--batch-size` pairs, checkpointing on."""
+    from tulu_lite.recipe import Recipe
+
+    return Recipe.model_validate({
+        "stage": "dpo",
+        "model": {"name_or_path": str(base)},
+        "quantization": {"quant_type": "nf4", "double_quant": True},
+        "lora": {"r": 16, "alpha": 16, "dropout": 0.0},
+        "data": {"train_files": [str(pairs)], "max_seq_length": args.max_seq_length, "padding_free": False},
+        "training": {"max_steps": args.steps, "learning_rate": 1e-4, "warmup_ratio": 0.0, "logging_steps": 1,
+                     "save_steps": 10_000, "gradient_checkpointing": True, "seed": args.seed,
+                     "per_device_batch_size": args.batch_size},
+        "dpo": {"beta": 0.1, "loss_type": "sigmoid", "reference": "base", "precompute_reference": precompute},
+        "output_dir": str(workdir / f"dpo-{'precomputed' if precompute else 'live'}"),
+    })
+
+
+# ---- 1. layouts --------------------------------------------------------------------------------------------------
 
 
 def loss_and_grads(model, batch: dict, device: torch.device, dtype: torch.dtype) -> tuple[float, torch.Tensor]:
@@ -196,7 +238,7 @@ def layout_checks(recipe, examples: list[dict], attentions: list[str], device: t
     return checks
 
 
-# ---- 2. training runs -----------------------------------------------------------------------------------------
+# ---- 2, 3. training runs: SFT, DPO -------------------------------------------------------------------------------
 
 
 def train_run(recipe, device: torch.device) -> dict:
@@ -232,6 +274,8 @@ def train_run(recipe, device: torch.device) -> dict:
                "peak_gib": peak.peak / 2**30, "plan_gib": (planned - CUDA_OVERHEAD) / 2**30,
                "final_loss": result.metrics["final_loss"], "output_dir": str(result.output_dir)}
     figures["plan_ratio"] = figures["peak_gib"] / figures["plan_gib"] if peak.peak else None
+    if recipe.stage == "dpo":
+        figures["precompute_reference"] = recipe.dpo.precompute_reference
     free_memory()
     return figures
 
@@ -264,7 +308,27 @@ def training_checks(runs: list[dict]) -> list[Check]:
     return checks
 
 
-# ---- 3, 4. merge and eval -------------------------------------------------------------------------------------
+def dpo_checks(runs: list[dict]) -> list[Check]:
+    """One row per DPO run: tokens/s and peak against the plan (the peak may not exceed the plan's upper bound)."""
+    checks = []
+    for run in runs:
+        reference = "precomputed reference" if run["precompute_reference"] else "live reference"
+        finite = run["final_loss"] is not None and math.isfinite(run["final_loss"])
+        detail = f"{run['tokens_per_s']:,.0f} tok/s, loss {run['final_loss']:.3f}"
+        ok = finite
+        if run["plan_ratio"] is not None:
+            detail += f", peak {run['peak_gib']:.2f} GiB = {run['plan_ratio']:.2f} x plan"
+            ok = ok and run["plan_ratio"] <= PLAN_RATIO[1]
+        checks.append(Check(f"DPO (QLoRA) steps, {reference}", ok, detail, run))
+    if len(runs) == 2 and all(run["peak_gib"] for run in runs):
+        live, pre = sorted(runs, key=lambda run: run["precompute_reference"])
+        ratio = live["peak_gib"] / pre["peak_gib"]
+        checks.append(Check("DPO peak memory, live / precomputed reference", None, f"{ratio:.2f}x",
+                            {"ratio": ratio}))
+    return checks
+
+
+# ---- 4, 5. merge and eval ----------------------------------------------------------------------------------------
 
 
 def merge_check(adapter: Path, out: Path, device: torch.device) -> tuple[Check, Path]:
@@ -307,7 +371,7 @@ def eval_check(model_dir: Path) -> Check:
                  f"(tolerance {tolerance:.0e})", {"seconds": seconds, "logprob_rel": worst})
 
 
-# ---- 5. two GPUs ----------------------------------------------------------------------------------------------
+# ---- 6. two GPUs -------------------------------------------------------------------------------------------------
 
 
 def multi_gpu_checks(workdir: Path, recipe, device: torch.device, gpus: list[str]) -> list[Check]:
@@ -339,7 +403,7 @@ def multi_gpu_checks(workdir: Path, recipe, device: torch.device, gpus: list[str
     return checks
 
 
-# ---- driver ---------------------------------------------------------------------------------------------------
+# ---- driver ------------------------------------------------------------------------------------------------------
 
 
 def free_memory() -> None:
@@ -435,6 +499,15 @@ def run_checks(args, workdir: Path, device: torch.device, gpus: list[str]) -> tu
         (failed_runs if isinstance(run, Check) else runs).append(run)
     checks += training_checks(runs) + failed_runs
 
+    pairs = workdir / "pairs.jsonl"
+    write_pairs(pairs, chats, args.seed)
+    dpo_runs, failed_dpo = [], []
+    for precompute in (False, True):
+        run = guarded(f"DPO (QLoRA) steps, {'precomputed' if precompute else 'live'} reference", train_run,
+                      make_dpo_recipe(workdir, base, pairs, args, precompute=precompute), device)
+        (failed_dpo if isinstance(run, Check) else dpo_runs).append(run)
+    checks += dpo_checks(dpo_runs) + failed_dpo
+
     merged = guarded("merge, verified", merge_check, workdir / f"{best}-pf", workdir / "merged", device)
     checks.append(merged[0] if isinstance(merged, tuple) else merged)
     if isinstance(merged, tuple):
@@ -445,7 +518,7 @@ def run_checks(args, workdir: Path, device: torch.device, gpus: list[str]) -> tu
         checks += multi if isinstance(multi, list) else [multi]
     else:
         checks.append(Check("DDP and FSDP on 2 GPUs", None, "skipped: fewer than 2 GPUs visible"))
-    return checks, {"runs": runs}
+    return checks, {"runs": runs, "dpo_runs": dpo_runs}
 
 
 def report(checks: list[Check], info: dict, args, extra: dict) -> dict:

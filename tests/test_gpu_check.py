@@ -39,6 +39,9 @@ def test_the_checks_run_on_a_tiny_cpu_model(tmp_path):
     assert results["train sdpa, padding-free, checkpointing on"] is True
     assert results["train sdpa, padding-free, checkpointing off"] is True
     assert results["merge, verified"] is True and results["eval: batched generation + log-likelihoods"] is True
+    assert results["DPO (QLoRA) steps, live reference"] is True
+    assert results["DPO (QLoRA) steps, precomputed reference"] is True
+    assert {run["precompute_reference"] for run in report["dpo_runs"]} == {False, True}
     assert results["DDP and FSDP on 2 GPUs"] is None  # skipped: no GPUs
     layouts = next(c for c in report["checks"] if c["name"] == "padded == padding-free (sdpa)")["figures"]
     assert layouts["no_boundaries_grad_rel"] > 100 * max(layouts["grad_rel"], 1e-9)  # the negative control bites

@@ -25,6 +25,7 @@ PARAMETERS = {
     "datasets_change_the_model": {"STEPS": TEST_STEPS},
     "explore_the_data": {"MAX_LENGTHS": [64, 256]},
     "mixture_proportions": {"STEPS": 12, "PROPORTIONS": [0.2, 0.8], "EXAMPLES": 100},
+    "preferences_change_the_model": {"STEPS": 12, "SHOW": 2},
 }
 
 
@@ -123,9 +124,42 @@ def check_mixture_proportions(namespace: dict, run_dir, parameters: dict) -> Non
     assert (run_dir / "mixture_proportions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def check_preferences_change_the_model(namespace: dict, run_dir, parameters: dict) -> None:
+    import math
+    from pathlib import Path
+
+    from tulu_lite.data.pairs import read_pairs
+
+    run_dir = Path(run_dir)
+    metrics = namespace["metrics"]
+    assert metrics["steps"] == parameters["STEPS"]
+    # The split is honest: no held-out pair is trained on, and every kind is held out.
+    train = {pair["id"] for pair in read_pairs(run_dir / "data" / "train.jsonl")}
+    held_out = list(read_pairs(run_dir / "data" / "held_out.jsonl"))
+    assert held_out and not train & {pair["id"] for pair in held_out}
+    kinds = namespace["kinds"]
+    assert set(kinds) == {pair["dataset"] for pair in held_out} and len(kinds) >= 2
+    before, after = namespace["results"]["before"], namespace["results"]["after"]
+    # Before the first step the policy is the reference: every reward is 0, a tie, so accuracy is chance.
+    assert before["step"] == 0 and before["reward_accuracy"] == 0.5 and abs(before["reward_margin"]) < 1e-6
+    # After a few steps the chosen replies win on held-out pairs of every kind (what the notebook is about).
+    assert after["reward_accuracy"] > 0.5 and after["reward_margin"] > 0
+    for kind in kinds:
+        assert after["sources_reward_margin"][kind] > before["sources_reward_margin"][kind], kind
+    # Side by side: a generation before and after for each shown pair, and finite preferences.
+    shown = namespace["shown"]
+    assert 0 < len(shown) <= parameters["SHOW"]
+    for when in ("before", "after"):
+        assert len(namespace["generated"][when]) == len(shown)
+        assert all(math.isfinite(value) for value in namespace["preferred"][when])
+    assert sum(namespace["preferred"]["after"]) > sum(namespace["preferred"]["before"])
+    assert (run_dir / "preferences_change_the_model.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 CHECKS = {"datasets_change_the_model": check_datasets_change_the_model,
           "explore_the_data": check_explore_the_data,
-          "mixture_proportions": check_mixture_proportions}
+          "mixture_proportions": check_mixture_proportions,
+          "preferences_change_the_model": check_preferences_change_the_model}
 
 
 # ---- the runner ----------------------------------------------------------------------------------------------

@@ -152,7 +152,12 @@ def _inspect_pairs(source, tok, template: str, max_seq_length: int, n: int) -> N
 
 # ---- datasets: data convert / mix / stats --------------------------------------------------------------------
 
-from tulu_lite.data.sources import SOURCES, STYLES, ConvertOptions  # noqa: E402  (light: option defaults there)
+from tulu_lite.data.sources import (  # noqa: E402  (light: option defaults there)
+    PAIR_SOURCES,
+    SOURCES,
+    STYLES,
+    ConvertOptions,
+)
 
 
 def _bytes_progress():
@@ -170,9 +175,10 @@ def _bytes_progress():
 
 @data_app.command("convert")
 def data_convert(
-    source: str = typer.Argument(..., help=f"Source name: {', '.join(SOURCES)}."),
+    source: str = typer.Argument(..., help=f"Source name: {', '.join(SOURCES)}; preference pairs: "
+                                 f"{', '.join(PAIR_SOURCES)}."),
     raw_path: Path = typer.Argument(..., help="The raw file as released (or its folder; super_ni: the repo folder)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output conversation JSONL."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output conversation JSONL (pair JSONL for a pair source)."),
     style: str = typer.Option(ConvertOptions.style, "--style", help="v1: as TÜLU v1 converted it (open-instruct "
                               "e44fcf588); clean: tulu-lite's rules (see docs/data.md)."),
     seed: int = typer.Option(ConvertOptions.seed, "--seed", help="Seed for templates and sampling."),
@@ -187,7 +193,7 @@ def data_convert(
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="sharegpt: tokenizer dir; splits when given."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
-    """Convert a raw TÜLU source release into the conversation format."""
+    """Convert a raw TÜLU source release into the conversation format (HH-RLHF: into chosen/rejected pairs)."""
     from tulu_lite.data.sources import convert, report_table, total_input_size
 
     if style not in STYLES:

@@ -28,22 +28,26 @@ The modules, in the order a record flows through them:
 - `conversion`: what they share (options, report, the running state, the field check, the output record).
 
 Adding a source: a row in `table.SOURCES` and a converter in `clean` and in `v1`. Preference pairs (Anthropic
-HH-RLHF, for preference tuning) are not conversations: they will be a new family module with its own rows and
-output record, next to these.
+HH-RLHF, for preference tuning) are not conversations: their family is `preferences` (converters), their rows
+`table.PAIR_SOURCES`, and `pipeline.convert_pairs` writes chosen/rejected pair records checked as training reads
+them; `convert` takes either kind of source name.
 """
 
 from tulu_lite.data.sources.conversion import STYLES, ConvertOptions, ConvertReport
 from tulu_lite.data.sources.pipeline import (
     convert,
+    convert_pairs,
     input_files,
     iter_converted,
+    iter_pairs,
     meta_path,
     raw_inputs,
     report_table,
     sample_examples,
     total_input_size,
 )
-from tulu_lite.data.sources.table import SOURCES, get_source
+from tulu_lite.data.sources.table import PAIR_SOURCES, SOURCES, get_source
 
-__all__ = ["SOURCES", "STYLES", "ConvertOptions", "ConvertReport", "convert", "get_source", "input_files",
-           "iter_converted", "meta_path", "raw_inputs", "report_table", "sample_examples", "total_input_size"]
+__all__ = ["PAIR_SOURCES", "SOURCES", "STYLES", "ConvertOptions", "ConvertReport", "convert", "convert_pairs",
+           "get_source", "input_files", "iter_converted", "iter_pairs", "meta_path", "raw_inputs", "report_table",
+           "sample_examples", "total_input_size"]

@@ -1,6 +1,7 @@
 """The conversion pipeline: find a source's raw files (plain or gzipped), stream their records through the style's
 converter, sample, write the conversation JSON Lines atomically with a ``*.meta.json`` of the settings, and report
-what happened.
+what happened. Preference-pair sources (`table.PAIR_SOURCES`) go the same way to their own output, pair records
+checked with `tulu_lite.data.pairs`'s row checks (`convert_pairs`); `convert` takes either kind of name.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from tulu_lite.data.sources.conversion import (
     check_fields,
     emit,
 )
-from tulu_lite.data.sources.table import SOURCES, get_source
+from tulu_lite.data.sources.preferences import PairSource
+from tulu_lite.data.sources.table import (
+    PAIR_SOURCES,
+    SOURCES,
+    get_pair_source,
+    get_source,
+)
 from tulu_lite.data.templates import seeded_unit
 from tulu_lite.errors import TuluError
 from tulu_lite.json_files import write_json, write_jsonl
@@ -192,6 +199,8 @@ def meta_path(out: str | os.PathLike) -> Path:
 
 def raw_inputs(source_name: str, raw_path: str | os.PathLike, options: ConvertOptions = ConvertOptions()) -> list[Path]:
     """What a conversion reads: the raw files, or the natural-instructions folder for super_ni."""
+    if source_name in PAIR_SOURCES:
+        return pair_input_files(PAIR_SOURCES[source_name], raw_path)
     source = get_source(source_name)
     if source.convert is None:
         return [Path(raw_path)]
@@ -204,8 +213,11 @@ def convert(source_name: str, raw_path: str | os.PathLike, out: str | os.PathLik
     """Convert a raw release into a conversation JSONL file (atomic) plus ``*.meta.json`` with the settings.
 
     Refused before reading anything: an output that is one of the raw inputs, and an existing output without
-    `force`.
+    `force`. A preference-pair source writes pairs instead (`convert_pairs`).
     """
+    if source_name in PAIR_SOURCES:
+        return convert_pairs(source_name, raw_path, out, options, force=force, chunk_size=chunk_size,
+                             on_progress=on_progress)
     _check_options(get_source(source_name), options)
     check_output(out, raw_inputs(source_name, raw_path, options), force=force, sidecars=[meta_path(out)])
     report = ConvertReport(get_source(source_name).name, [])
@@ -221,6 +233,8 @@ def convert(source_name: str, raw_path: str | os.PathLike, out: str | os.PathLik
 
 def total_input_size(source_name: str, raw_path: str | os.PathLike, options: ConvertOptions = ConvertOptions()) -> int:
     """Bytes to read (tasks for super_ni), for a progress bar."""
+    if source_name in PAIR_SOURCES:
+        return sum(path.stat().st_size for path in pair_input_files(PAIR_SOURCES[source_name], raw_path))
     source = get_source(source_name)
     if source.convert is None:
         return super_ni.task_count(Path(raw_path), options.style)
@@ -228,17 +242,98 @@ def total_input_size(source_name: str, raw_path: str | os.PathLike, options: Con
 
 
 def report_table(report: ConvertReport, out: str | os.PathLike) -> Table:
-    """A rich table of what a conversion read, wrote, skipped and repaired."""
-    table = Table(title=f"{report.source} (--style {report.style}) → {out}")
+    """A rich table of what a conversion read, wrote, skipped (pairs: dropped) and repaired."""
+    pairs = report.source in PAIR_SOURCES
+    style = "" if pairs else f" (--style {report.style})"
+    table = Table(title=f"{report.source}{style} → {out}")
     table.add_column("")
     table.add_column("count", justify="right")
     table.add_row("raw records read", f"{report.records_read:,}")
     for reason, count in sorted(report.skipped.items()):
-        table.add_row(f"[yellow]skipped[/]: {escape(reason)}", f"{count:,}")
+        table.add_row(f"[yellow]{'dropped' if pairs else 'skipped'}[/]: {escape(reason)}", f"{count:,}")
     for reason, count in sorted(report.repaired.items()):
         table.add_row(f"[cyan]repaired[/]: {escape(reason)}", f"{count:,}")
     if report.sampled_out:
         table.add_row("left out by --max-examples", f"{report.sampled_out:,}")
     table.add_section()
-    table.add_row("[bold]examples written[/]", f"[bold]{report.written:,}[/]")
+    table.add_row(f"[bold]{'pairs' if pairs else 'examples'} written[/]", f"[bold]{report.written:,}[/]")
     return table
+
+
+# ---- preference pairs -----------------------------------------------------------------------------------------
+
+_PAIR_OPTIONS = {"seed", "max_examples"}  # the ConvertOptions a pair source uses
+
+
+def pair_input_files(source: PairSource, raw_path: str | os.PathLike) -> list[Path]:
+    """The raw files of a pair source: RAW_PATH itself, its `files` (plain or .gz), or theirs in each sub-folder in
+    name order (HH-RLHF's repository folder: every subset's train file)."""
+    path = Path(raw_path)
+    if not path.exists():
+        raise TuluError(f"{path}: not found (expected {source.expected})")
+    if path.is_file():
+        return [path]
+    for folders in ([path], sorted(child for child in path.iterdir() if child.is_dir())):
+        found = [file for folder in folders for name in source.files
+                 if (file := _plain_or_gzipped(folder, name)) is not None]
+        if found:
+            return found
+    raise TuluError(f"{path}: no {' or '.join(source.files)}, plain or .gz, in it or its sub-folders "
+                    f"(expected {source.expected})")
+
+
+def _check_pair_options(source: PairSource, options: ConvertOptions) -> None:
+    defaults = ConvertOptions()
+    for option in fields(ConvertOptions):
+        if option.name not in _PAIR_OPTIONS and getattr(options, option.name) != getattr(defaults, option.name):
+            flag = "--" + option.name.replace("_", "-")
+            raise TuluError(f"{flag} does not apply to preference-pair source {source.name!r} (it takes --seed and "
+                            f"--max-examples)")
+    if options.max_examples is not None and options.max_examples < 1:
+        raise TuluError(f"--max-examples must be at least 1, got {options.max_examples}")
+
+
+def iter_pairs(source_name: str, raw_path: str | os.PathLike, *, report: ConvertReport | None = None,
+               chunk_size: int = 1 << 20, on_progress: Callable[[int], None] | None = None) -> Iterator[dict]:
+    """Stream every pair record of a raw pair release, in file order, checked with the pair row checks
+    (`tulu_lite.data.pairs.to_pair`); records the converter drops are counted in ``report.skipped``."""
+    from tulu_lite.data.pairs import to_pair  # transformers is slow to import
+    from tulu_lite.recipe import DataSource
+
+    columns = DataSource(path=Path("."))  # tulu-lite's own column names: chosen, rejected
+
+    source = get_pair_source(source_name)
+    report = report if report is not None else ConvertReport(source.name, [])
+    report.style = ""
+    files = pair_input_files(source, raw_path)
+    report.inputs = [str(path) for path in files]
+    for path in files:
+        dataset, stem = source.dataset(path.parent.name), path.name.split(".")[0]
+        for raw in read_json_values(path, source.expected, chunk_size=chunk_size, on_bytes=on_progress):
+            check_fields(raw.value, source.fields, raw, source)
+            report.records_read += 1
+            pair, reason = source.convert(raw)
+            if pair is None:
+                report.skipped[reason] += 1
+                continue
+            record = {"dataset": dataset, "id": f"{dataset}/{stem}/{raw.index}", **pair}
+            yield to_pair(record, columns, f"{raw.where} (converted by {source.name})")
+
+
+def convert_pairs(source_name: str, raw_path: str | os.PathLike, out: str | os.PathLike,
+                  options: ConvertOptions = ConvertOptions(), *, force: bool = False, chunk_size: int = 1 << 20,
+                  on_progress: Callable[[int], None] | None = None) -> ConvertReport:
+    """Convert a raw preference-pair release into a pair JSONL file (atomic) plus ``*.meta.json``, as `convert`
+    does for conversations; ``max_examples`` keeps the same seeded bottom-k sample of ids."""
+    source = get_pair_source(source_name)
+    _check_pair_options(source, options)
+    check_output(out, pair_input_files(source, raw_path), force=force, sidecars=[meta_path(out)])
+    report = ConvertReport(source.name, [])
+    records = iter_pairs(source.name, raw_path, report=report, chunk_size=chunk_size, on_progress=on_progress)
+    if options.max_examples is not None:
+        records = sample_examples(records, options.max_examples, options.seed, report)
+    report.written = write_jsonl(records, out)
+    write_json(meta_path(out), {"command": "convert", "source": report.source, "raw_path": str(raw_path),
+                                "options": {name: getattr(options, name) for name in sorted(_PAIR_OPTIONS)},
+                                "report": report.to_json()})
+    return report

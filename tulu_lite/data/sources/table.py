@@ -1,4 +1,5 @@
-"""The sources table: the twelve TÜLU v1 sources, one `Source` row each, in the paper's order.
+"""The sources tables: the twelve TÜLU v1 sources, one `Source` row each, in the paper's order, and the
+preference-pair sources (`PAIR_SOURCES`, one `PairSource` row each).
 
 A row says what the authors release (file names, the globs that find them in a folder, the fields a record must
 have) and which converter turns a record into conversations in each style (`clean`, `v1`); super_ni reads a whole
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 from difflib import get_close_matches
 
-from tulu_lite.data.sources import clean, v1
+from tulu_lite.data.sources import clean, preferences, v1
 from tulu_lite.data.sources.conversion import OPTIONAL_TEXT, TEXT, Source
+from tulu_lite.data.sources.preferences import PairSource
 from tulu_lite.errors import TuluError
 
 _INSTRUCTION_FIELDS = {"instruction": TEXT, "input": OPTIONAL_TEXT, "output": TEXT}
@@ -55,14 +57,36 @@ SOURCES: dict[str, Source] = {source.name: source for source in (
 )}
 
 
-# Preference pairs (chosen/rejected, for preference tuning) are a different output, not conversations: they will be
-# a family of their own (e.g. Anthropic HH-RLHF in `sources/preferences.py`) with their own table beside this one.
+# Preference pairs (chosen/rejected, for preference tuning) are another output than conversations: their own family
+# (`preferences`), rows and pipeline (`pipeline.convert_pairs`); `data convert` takes either kind of name.
+PAIR_SOURCES: dict[str, PairSource] = {source.name: source for source in (
+    PairSource("hh_rlhf", "Anthropic HH-RLHF: train.jsonl.gz / test.jsonl.gz (a file, a subset folder such as "
+               "helpful-base, or the repository folder: every subset's train file) with chosen, rejected "
+               "'\\n\\nHuman: ... \\n\\nAssistant: ...' transcripts",
+               ("train.jsonl",), {"chosen": TEXT, "rejected": TEXT}, preferences.convert_hh_rlhf,
+               ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")),
+)}
 
 
 def get_source(name: str) -> Source:
-    """Look a source up by name; an unknown one is an error with a suggestion."""
+    """Look a conversation source up by name; an unknown one is an error with a suggestion."""
     if name in SOURCES:
         return SOURCES[name]
-    close = get_close_matches(name, SOURCES, n=1)
+    if name in PAIR_SOURCES:
+        raise TuluError(f"{name!r} is a preference-pair source: it converts to chosen/rejected pairs "
+                        f"(`tulu-lite data convert {name} RAW -o OUT.jsonl`), not conversations")
+    raise _unknown(name)
+
+
+def get_pair_source(name: str) -> PairSource:
+    """Look a preference-pair source up by name; an unknown one is an error with a suggestion."""
+    if name in PAIR_SOURCES:
+        return PAIR_SOURCES[name]
+    raise _unknown(name)
+
+
+def _unknown(name: str) -> TuluError:
+    known = [*SOURCES, *PAIR_SOURCES]
+    close = get_close_matches(name, known, n=1)
     hint = f", did you mean {close[0]!r}?" if close else ""
-    raise TuluError(f"unknown source {name!r}{hint} (known: {', '.join(SOURCES)})")
+    return TuluError(f"unknown source {name!r}{hint} (known: {', '.join(known)})")

@@ -255,4 +255,4 @@ def test_a_short_training_moves_heldout_reward_accuracy_above_chance(tmp_path, t
     assert before["eval_rewards/accuracies"] == 0.5 and before["eval_rewards/margins"] == 0.0
     assert after["eval_rewards/accuracies"] >= 0.75 and after["eval_rewards/margins"] > 0.1
     assert after["eval_loss"] < before["eval_loss"]
-    assert set(heldout) == {"off-topic", "wrong-fact"} and "eval_rewards/accuracies/off-topic" in after
+    assert set(heldout) == {"off-topic", "refusal", "shouting"} and "eval_rewards/accuracies/off-topic" in after

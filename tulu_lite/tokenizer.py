@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from tulu_lite.errors import TuluError, first_line
+from tulu_lite.json_files import read_json_file
 
 BUNDLED_LLAMA_TOKENIZER = Path(__file__).parent / "assets" / "tokenizers" / "llama"
 
@@ -54,9 +54,4 @@ def _blame_json_files(directory: Path) -> None:
         file = directory / name
         if not file.is_file():
             continue
-        try:
-            json.loads(file.read_bytes())
-        except json.JSONDecodeError as exc:
-            raise TuluError(f"{file}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
-        except UnicodeDecodeError:
-            raise TuluError(f"{file}: not valid JSON (not UTF-8 text)") from None
+        read_json_file(file)  # raises one line naming the file and line

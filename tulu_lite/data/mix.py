@@ -319,7 +319,7 @@ def mix(mixture_path: str | os.PathLike, out: str | os.PathLike, *, force: bool 
         for folder in spool:
             shutil.rmtree(folder, ignore_errors=True)
     write_json(meta_path(out), {"command": "mix", "mixture": str(Path(mixture_path).resolve()),
-                                "resolved": json.loads(mixture.model_dump_json()), "sources": report.rows,
+                                "resolved": mixture.model_dump(mode="json"), "sources": report.rows,
                                 "total": report.total})
     return report
 

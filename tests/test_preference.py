@@ -19,6 +19,7 @@ from tulu_lite.heldout import split_heldout
 from tulu_lite.model import load_base_model, load_recipe_tokenizer
 from tulu_lite.preference import (
     PairCollator,
+    PairLogps,
     PreferenceTrainer,
     dpo_config,
     heldout_preference_metrics,
@@ -31,10 +32,11 @@ from tulu_lite.recipe import Recipe
 DEMO_PAIRS = Path(__file__).resolve().parents[1] / "tulu_lite" / "assets" / "demo" / "preferences.jsonl"
 
 
-def dpo_recipe(tmp_path: Path, *, dpo: dict | None = None, quantized: bool = False, **training) -> Recipe:
+def dpo_recipe(tmp_path: Path, *, dpo: dict | None = None, quantized: bool = False, hidden: int = 32,
+               **training) -> Recipe:
     return Recipe.model_validate({
         "stage": "dpo",
-        "model": {"name_or_path": "tiny-llama", "tiny": {"hidden_size": 32}},
+        "model": {"name_or_path": "tiny-llama", "tiny": {"hidden_size": hidden}},
         **({"quantization": {}} if quantized else {}),
         "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
         "data": {"train_files": [str(DEMO_PAIRS)], "padding_free": False, "max_seq_length": 128},
@@ -242,9 +244,21 @@ def test_an_sft_adapter_is_checked(tmp_path):
 # ---- a short training --------------------------------------------------------------------------------------------
 
 
+def test_reward_accuracy_counts_ties_half():
+    tensor = torch.tensor
+    logps = PairLogps(chosen=tensor([-10.0, -10.0, -10.0, -10.0]), rejected=tensor([-12.0, -8.0, -10.0, -10.0]),
+                      ref_chosen=tensor([-11.0, -11.0, -10.0, -10.0002]),
+                      ref_rejected=tensor([-11.0, -11.0, -10.0, -10.0]),
+                      chosen_tokens=tensor([2.0, 2.0, 2.0, 2.0]), rejected_tokens=tensor([4.0, 4.0, 4.0, 4.0]))
+    assert logps.accuracy(normalised=False).tolist() == [1.0, 0.0, 0.5, 0.5]  # 2e-4 nats is float noise: a tie
+    assert logps.rewards(0.5, normalised=True)[1].tolist() == pytest.approx([-0.125, 0.375, 0.0, 0.0])
+
+
 @pytest.mark.slow
 def test_a_short_training_moves_heldout_reward_accuracy_above_chance(tmp_path, tokenizer, pairs):
-    recipe = dpo_recipe(tmp_path, max_steps=30, per_device_batch_size=8, dpo={"precompute_reference": True})
+    # The demo recipe's settings (recipes/demo-dpo.yaml), fewer steps.
+    recipe = dpo_recipe(tmp_path, hidden=64, max_steps=40, per_device_batch_size=8, learning_rate=5e-3,
+                        dpo={"beta": 0.5, "precompute_reference": True})
     train, heldout = split_heldout(pairs, 0.1, 42)
     heldout = {name: dataset.remove_columns("dataset") for name, dataset in heldout.items()}
     trainer = make_preference_trainer(recipe, policy_model(recipe, load_base_model(recipe.model, None)), tokenizer,
@@ -253,7 +267,9 @@ def test_a_short_training_moves_heldout_reward_accuracy_above_chance(tmp_path, t
     before = heldout_preference_metrics(trainer)
     trainer.train()
     after = heldout_preference_metrics(trainer)
-    assert before["eval_rewards/accuracies"] == 0.5 and before["eval_rewards/margins"] == 0.0
-    assert after["eval_rewards/accuracies"] >= 0.75 and after["eval_rewards/margins"] > 0.1
-    assert after["eval_loss"] < before["eval_loss"]
-    assert set(heldout) == {"off-topic", "wrong-fact"} and "eval_rewards/accuracies/off-topic" in after
+    assert before["eval_rewards/accuracies"] == 0.5 and before["eval_rewards/margins"] == pytest.approx(0, abs=1e-5)
+    assert before["eval_loss"] == pytest.approx(math.log(2), abs=1e-6)
+    # 22 held-out pairs: at chance, 16 or more right happens 3% of the time
+    assert after["eval_rewards/accuracies"] >= 0.7 and after["eval_rewards/margins"] > 0.5
+    assert after["eval_loss"] < 0.6
+    assert set(heldout) == {"off-topic", "wrong-fact"} and after["eval_rewards/accuracies/off-topic"] >= 0.7

@@ -23,7 +23,7 @@ the encoded pairs' token ids), so a repeated or resumed run reads them, the refe
 training, and the frozen "ref" adapter copy is dropped.
 
 `heldout_preference_metrics` measures the held-out pairs per source: the DPO loss, the reward accuracy (chosen
-reward above rejected; a tie counts half, so policy = reference is exactly chance) and the reward margin, with
+reward above rejected; a tie, within float noise, counts half, so policy = reference is chance) and the margin, with
 rewards ``beta x log-ratio`` (per token for the length-normalised losses, as those losses compare them).
 """
 
@@ -118,9 +118,16 @@ class PairLogps:
         return beta * chosen, beta * rejected
 
 
-def reward_accuracy(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
-    """Per pair: 1 when the chosen reward is higher, 0 when lower, 1/2 for a tie (policy = reference is chance)."""
-    return (chosen > rejected).double() + 0.5 * (chosen == rejected).double()
+    def accuracy(self, normalised: bool) -> torch.Tensor:
+        """Per pair: 1 when the chosen reward is the higher, 0 when the lower, 1/2 for a tie (policy = reference
+        is chance). Log-ratio margins within `TIE_NATS` are ties: the policy and the reference of the same weights
+        differ by that much when computed in different batches (padding, 4-bit CPU kernels)."""
+        chosen, rejected = self.logratios(normalised)
+        margin = chosen - rejected
+        return (margin > TIE_NATS).double() + 0.5 * (margin.abs() <= TIE_NATS).double()
+
+
+TIE_NATS = 1e-3
 
 
 # ---- the trainer ------------------------------------------------------------------------------------------------
@@ -211,7 +218,7 @@ class PreferenceTrainer(DPOTrainer):
         mode = "train" if self.model.training else "eval"
         metrics = self._metrics[mode]
         chosen, rejected = pairs.rewards(self.beta, self.normalised_rewards)
-        values = {"rewards/accuracies": reward_accuracy(chosen, rejected)}
+        values = {"rewards/accuracies": pairs.accuracy(self.normalised_rewards)}
         if self.normalised_rewards:
             values.update({"rewards/chosen": chosen, "rewards/rejected": rejected, "rewards/margins": chosen - rejected,
                            "logps/chosen": pairs.chosen / pairs.chosen_tokens.clamp(min=1),
@@ -579,9 +586,10 @@ def _batch_sums(trainer: PreferenceTrainer, examples: list[dict]) -> torch.Tenso
     batch = trainer._prepare_inputs(trainer.data_collator(examples))
     with trainer.compute_loss_context_manager():
         loss = trainer.compute_loss(trainer.model, batch)
-    chosen, rejected = trainer.last_pairs.rewards(trainer.beta, trainer.normalised_rewards)
+    pairs = trainer.last_pairs
+    chosen, rejected = pairs.rewards(trainer.beta, trainer.normalised_rewards)
     count = len(examples)
-    return torch.tensor([float(loss) * count, count, float(reward_accuracy(chosen, rejected).sum()),
+    return torch.tensor([float(loss) * count, count, float(pairs.accuracy(trainer.normalised_rewards).sum()),
                          float((chosen - rejected).sum()), float(chosen.sum()), float(rejected.sum())],
                         dtype=torch.float64)
 

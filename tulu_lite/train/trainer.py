@@ -12,18 +12,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import torch
 from transformers import Trainer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from tulu_lite.model.loading import resolve_dtype
 from tulu_lite.recipe import Recipe
-from tulu_lite.train import devices
 from tulu_lite.train.collate import AssistantOnlyCollator, TokenBudgetBatchSampler
 from tulu_lite.train.data import TrainingData
 from tulu_lite.train.heldout import heldout_metrics
 from tulu_lite.train.run import RunContext, Start
-from tulu_lite.train.stage import StageTrainer
+from tulu_lite.train.stage import StageTrainer, training_arguments
 
 # ---- the recipe as TRL's arguments --------------------------------------------------------------------------------
 
@@ -34,46 +31,11 @@ def sft_config(recipe: Recipe, *, evaluate: bool = False, eval_on_start: bool = 
     `evaluate`: held-out losses every eval_steps (default: save_steps) and at the last step
     (`TuluSFTTrainer.evaluate` computes them); `eval_on_start` adds one before the first step, the curves' start.
     """
-    t = recipe.training
-    dtype = resolve_dtype(recipe.model.dtype)
     return SFTConfig(
-        output_dir=str(recipe.checkpoint_dir),
-        num_train_epochs=t.epochs,
-        max_steps=t.max_steps if t.max_steps is not None else -1,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        per_device_train_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old names warn).
-        activation_checkpointing=t.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
-        seed=t.seed,
-        logging_steps=t.logging_steps,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
-        eval_strategy="steps" if evaluate else "no",
-        eval_steps=(t.eval_steps or t.save_steps) if evaluate else None,
-        eval_on_start=evaluate and eval_on_start,
-        report_to=[] if t.report_to == "none" else [t.report_to],
-        run_name=recipe.output_dir.name,
-        # SFTConfig defaults to bf16=True; bf16 is ~4x slower than fp32 on CPU, so follow the resolved dtype.
-        bf16=dtype == torch.bfloat16,
-        fp16=dtype == torch.float16,
+        **training_arguments(recipe, evaluate=evaluate, eval_on_start=eval_on_start),
         # Our encoder already tokenized, truncated and masked; our collator pads or packs.
         dataset_kwargs={"skip_prepare_dataset": True},
-        remove_unused_columns=False,
         packing=False,
-        padding_free=False,
-        max_length=None,
-        disable_tqdm=True,  # RichProgress shows progress
-        ddp_find_unused_parameters=False,
-        ddp_timeout=devices.DDP_TIMEOUT_S,  # what the process group got in distributed_state()
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
     )
 
 

@@ -41,6 +41,11 @@ from tulu_lite.export.gguf_file import (
     tensor_name_map,
     tensor_type,
 )
+from tulu_lite.merge.verify import (  # merge's check, reused on the file
+    LogitsDiff,
+    logits_diff,
+    logits_on,
+)
 
 # Conversations the logits are compared on, rendered with the chat template the file carries: a single turn, a
 # system turn, and a multi-turn history (an end-of-turn token inside the prompt).
@@ -85,15 +90,6 @@ AS_WRITTEN_TOLERANCE = 1e-4
 
 
 # ---- results --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LogitsDiff:
-    """How far the file's logits are from a reference on the verification prompts."""
-
-    max_abs: float
-    mean_abs: float
-    top1_agreement: float  # fraction of positions whose argmax token is the same
 
 
 @dataclass(frozen=True)
@@ -216,22 +212,6 @@ def prompts_text(tokenizer, chat_template: str | None) -> tuple[list[str], bool]
     from tulu_lite.data.chat_format import generation_prompt
 
     return [generation_prompt(messages, tokenizer, "tulu") for messages in VERIFY_CONVERSATIONS], False
-
-
-@torch.no_grad()
-def logits_on(model, prompts: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Float32 CPU logits of `model` on each prompt (one at a time: no padding to get wrong)."""
-    return [model(input_ids=ids).logits[0].float().cpu() for ids in prompts]
-
-
-def logits_diff(reference: list[torch.Tensor], other: list[torch.Tensor]) -> LogitsDiff:
-    diffs = [(ref - out).abs() for ref, out in zip(reference, other, strict=True)]
-    agree = torch.cat([ref.argmax(-1) == out.argmax(-1) for ref, out in zip(reference, other)])
-    return LogitsDiff(
-        max_abs=max(float(diff.max()) for diff in diffs),
-        mean_abs=float(torch.cat([diff.flatten() for diff in diffs]).mean()),
-        top1_agreement=float(agree.float().mean()),
-    )
 
 
 @torch.no_grad()

@@ -298,9 +298,10 @@ def test_export_command_prints_the_figures(tiny_model_dir, tmp_path):
 
     from tulu_lite.cli import app
 
-    # A wide terminal, so the table's first column ("logits as written") is not wrapped.
-    done = CliRunner().invoke(app, ["export", str(tiny_model_dir), "-o", str(tmp_path / "m.gguf"), "--type", "f16"],
-                              env={"COLUMNS": "200"})
+    from tulu_lite import cli
+
+    cli.console.width = 200  # a wide terminal, so the table's first column ("logits as written") is not wrapped
+    done = CliRunner().invoke(app, ["export", str(tiny_model_dir), "-o", str(tmp_path / "m.gguf"), "--type", "f16"])
     assert done.exit_code == 0, done.output
     assert "logits as written" in done.output and "tokenizer ids" in done.output and "wrote" in done.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf", "m.verification.json"]

@@ -298,6 +298,8 @@ def input_columns(item: DataSource | str | os.PathLike | dict) -> list[str]:
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...: one line, naming the file
             raise TuluError(f"{source.path}: not a readable Parquet file ({first_line(exc)})") from None
     if kind in ("jsonl", "json"):
+        if not first_char(source.path):  # an empty file has no columns (its readers warn that it holds nothing)
+            return []
         first = next(read_json_values(source.path, "JSON rows", strict=True), None)
         return list(first.value) if first is not None and isinstance(first.value, dict) else []
     return list(load_dataset_input(source, kind).column_names)

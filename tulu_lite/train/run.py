@@ -25,9 +25,9 @@ def check_output(recipe: Recipe, *, force: bool) -> None:
     """Fail before any loading if the output exists or its location can't be written."""
     out = recipe.output_dir
     for folder, key in ((out, "output_dir"), (recipe.checkpoint_dir, "output_dir (its checkpoints folder)")):
-        if folder.exists() and not folder.is_dir():  # --force replaces a folder, never a file: say so before training
+        if folder.is_file():  # --force replaces a folder, never a file: say so before training
             raise TuluError(f"{key}: {folder} is a file, not a folder (remove it or choose another output_dir)")
-    if out.exists() and any(out.iterdir()) and not force:
+    if out.is_dir() and any(out.iterdir()) and not force:
         raise TuluError(f"output_dir: {out} already exists (pass --force to overwrite, or choose another output_dir)")
     ensure_writable(out, "output_dir")
 

@@ -24,6 +24,8 @@ import json
 import random
 from pathlib import Path
 
+from tulu_lite.json_files import read_jsonl
+
 HERE = Path(__file__).parent
 REFUSALS = [
     "I'm sorry, but I can't help with that.",
@@ -40,7 +42,7 @@ KINDS = ("refusal", "shouting", "off-topic")
 
 def read_chats(path: Path) -> list[dict]:
     """The demo chats, in file order."""
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [record for _, record in read_jsonl(path)]
 
 
 def topic(answer: str) -> str:

@@ -61,6 +61,15 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
     return state
 
 
+def assert_untouched(case, before: dict, after: dict) -> None:
+    """Every file of `before` is byte-identical in `after`; a new file is no temporary and one `case` allows."""
+    for rel, state in before.items():
+        assert after.get(rel) == state, f"{case.name}: {rel} was changed or removed"
+    for rel in after.keys() - before.keys():
+        assert not TEMPORARY.search(rel), f"{case.name}: temporary left behind: {rel}"
+        assert any(Path(rel).match(pattern) for pattern in case.allow_new), f"{case.name}: unexpected new {rel}"
+
+
 def check_bad_input(case: BadInput, tmp: Path) -> str:
     """Run `case` in `tmp` and assert the bad-input promise; return the error line."""
     if case.setup is not None:
@@ -75,12 +84,7 @@ def check_bad_input(case: BadInput, tmp: Path) -> str:
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1, f"{case.name}: expected one 'error:' line on stderr, got\n{done.stderr}"
     assert re.search(case.expect, errors[0]), f"{case.name}: {errors[0]!r} does not match {case.expect!r}"
-    after = snapshot(tmp)
-    for rel, state in before.items():
-        assert after.get(rel) == state, f"{case.name}: {rel} was changed or removed"
-    for rel in after.keys() - before.keys():
-        assert not TEMPORARY.search(rel), f"{case.name}: temporary left behind: {rel}"
-        assert any(Path(rel).match(pattern) for pattern in case.allow_new), f"{case.name}: unexpected new {rel}"
+    assert_untouched(case, before, snapshot(tmp))
     return errors[0]
 
 
@@ -169,10 +173,5 @@ def check_interrupted(case: Interrupted, tmp: Path) -> str:
     lines = [line for line in done.stderr.splitlines() if line.startswith("interrupted")]
     assert len(lines) == 1, f"{case.name}: expected one 'interrupted' line on stderr, got\n{done.stderr}"
     assert re.search(case.expect, lines[0]), f"{case.name}: {lines[0]!r} does not match {case.expect!r}"
-    after = snapshot(tmp)
-    for rel, state in before.items():
-        assert after.get(rel) == state, f"{case.name}: {rel} was changed or removed"
-    for rel in after.keys() - before.keys():
-        assert not TEMPORARY.search(rel), f"{case.name}: temporary left behind: {rel}"
-        assert any(Path(rel).match(pattern) for pattern in case.allow_new), f"{case.name}: unexpected new {rel}"
+    assert_untouched(case, before, snapshot(tmp))
     return lines[0]

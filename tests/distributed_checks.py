@@ -12,9 +12,13 @@ ddp:  1. `slow_encode`: the first process to encode takes longer than the proces
       2. `resume`: token-budget batches, a crash in epoch 1 and `--resume` train on the very batches of the
          uninterrupted run (before the fix, the resumed epoch replayed epoch 0's order on every rank);
       both train the recipe `recipe(...)` below; the uninterrupted run's adapter is the reference for fsdp.
+      3. `ddp-dpo`: DPO (`dpo_recipe`) with the reference precomputed and held-out pairs, whose batches don't
+         split evenly over the processes.
 fsdp: the same recipe with FSDP2 (the shipped recipes/accelerate/fsdp.yaml), plain LoRA and 4-bit QLoRA (with gradient
       checkpointing, like its data-parallel reference), and a crash
-      + `--resume` from a sharded checkpoint; the adapters must equal the data-parallel ones.
+      + `--resume` from a sharded checkpoint; the adapters must equal the data-parallel ones. `fsdp-dpo`: the DPO
+      recipe with the live reference (the adapter disabled inside the sharded model); its adapter must equal
+      ddp-dpo's.
       accelerate only turns FSDP on for GPU process groups (accelerate/state.py, AcceleratorState.__init__: the
       FSDP branch lists the GPU distributed types, not MULTI_CPU), so this script lets a CPU group through; torch's
       FSDP2 `fully_shard` itself runs on CPU with gloo.
@@ -33,6 +37,7 @@ import yaml
 from tiny_runs import DEMO, StopAfter
 from transformers import TrainerCallback
 
+PAIRS = DEMO.with_name("preferences.jsonl")
 # 4-bit nf4 with gradient checkpointing, as the TÜLU recipes train
 QLORA = ["quantization.quant_type=nf4", "training.gradient_checkpointing=true"]
 
@@ -50,6 +55,26 @@ def recipe(workdir: Path, name: str, **overrides) -> Path:
     for key, value in overrides.items():
         section, field = key.split(".")
         body.setdefault(section, {})[field] = value
+    path = workdir / f"{name}.yaml"
+    if int(os.environ.get("RANK", "0")) == 0:
+        path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def dpo_recipe(workdir: Path, name: str, *, precompute: bool) -> Path:
+    """Sigmoid DPO on the demo pairs, 10% of each of the 3 sources held out (3 batches of 4 per source: one
+    process runs 2, the other 1 plus a repeat that doesn't count), 4 steps of 4 pairs per process."""
+    body = {
+        "stage": "dpo",
+        "model": {"name_or_path": "tiny-llama", "tiny": {"hidden_size": 32}},
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+        "data": {"train_files": [str(PAIRS)], "max_seq_length": 128, "eval_fraction": 0.1, "padding_free": False},
+        "training": {"learning_rate": 1e-2, "per_device_batch_size": 4, "gradient_checkpointing": False,
+                     "warmup_ratio": 0.0, "logging_steps": 1, "eval_steps": 2, "save_steps": 100, "max_steps": 4,
+                     "seed": 1},
+        "dpo": {"beta": 0.1, "loss_type": "sigmoid", "reference": "base", "precompute_reference": precompute},
+        "output_dir": str(workdir / name),
+    }
     path = workdir / f"{name}.yaml"
     if int(os.environ.get("RANK", "0")) == 0:
         path.write_text(yaml.safe_dump(body))
@@ -135,6 +160,9 @@ def ddp_checks(workdir: Path, timeout: float) -> None:
 
     train(load(recipe(workdir, "ddp-qlora"), QLORA))
 
+    result = train(load(dpo_recipe(workdir, "ddp-dpo", precompute=True)))
+    write(workdir, "ddp-dpo", {"world_size": result.metrics["world_size"], "steps": result.metrics["steps"]})
+
 
 class Sharding(TrainerCallback):
     """What FSDP did to the model: parameters held as DTensors, and the share of their elements on this process."""
@@ -185,6 +213,9 @@ def fsdp_checks(workdir: Path) -> None:
     except KeyboardInterrupt:
         pass
     train(load(crashed), resume=True)
+
+    result = train(load(dpo_recipe(workdir, "fsdp-dpo", precompute=False)), callbacks=[sharding := Sharding()])
+    write(workdir, "fsdp-dpo", {**sharding.seen, "world_size": result.metrics["world_size"]})
 
 
 def main() -> None:

@@ -87,3 +87,21 @@ def test_fsdp_resume_from_a_sharded_checkpoint(runs):
     checkpoint = runs / "fsdp-crashed.checkpoints" / "checkpoint-7"
     assert (checkpoint / "pytorch_model_fsdp_0").is_dir()  # one shard per process, not a full state dict
     assert_same_adapter(adapter(runs, "fsdp-crashed"), adapter(runs, "fsdp"), atol=1e-6)
+
+
+def test_dpo_trains_alike_under_data_parallel_and_fsdp(runs):
+    # ddp-dpo read its reference from the precomputed cache, fsdp-dpo ran it live (the adapter disabled inside the
+    # sharded model): the same losses, so the same adapter. Both evaluated held-out pairs whose batches don't
+    # split evenly over the processes (a process short of batches repeats one that doesn't count: FSDP would
+    # otherwise wait for ever in the longer process's next forward).
+    assert seen(runs, "ddp-dpo")[0] == {"world_size": 2, "steps": 4}
+    for record in seen(runs, "fsdp-dpo"):
+        assert record["world_size"] == 2 and record["sharded"] == record["params"] == 49
+    assert_same_adapter(adapter(runs, "fsdp-dpo"), adapter(runs, "ddp-dpo"), atol=1e-5)
+    ddp, fsdp = (json.loads((runs / name / "metrics.json").read_text())["heldout"] for name in ("ddp-dpo", "fsdp-dpo"))
+    assert [entry["step"] for entry in ddp["history"]] == [0, 2, 4]
+    assert ddp["history"][0]["reward_accuracy"] == 0.5  # policy = reference: every pair ties
+    for before, after in zip(ddp["history"], fsdp["history"]):
+        assert after.keys() == before.keys()
+        for key, value in before.items():
+            assert after[key] == pytest.approx(value, abs=1e-5), key

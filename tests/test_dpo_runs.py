@@ -84,13 +84,15 @@ def test_the_demo_learns_its_preference_on_heldout_pairs(demo_run):
     history = demo_run["heldout"]["history"]
     first, best = history[0], max(history, key=lambda entry: entry["reward_accuracy"])
     last = history[-1]
-    assert first["step"] == 0 and abs(first["reward_accuracy"] - 0.5) <= 0.1 and abs(first["reward_margin"]) < 0.1
+    # Step 0: policy = reference (its log-probs precomputed by the same model): every held-out pair ties.
+    assert first["step"] == 0 and first["reward_accuracy"] == 0.5 and first["reward_margin"] == 0.0
     assert last["reward_accuracy"] >= 0.9 and best["reward_accuracy"] >= 0.9
     assert last["reward_margin"] > first["reward_margin"] + 1.0
     margins = [entry["reward_margin"] for entry in history]
     assert margins[len(margins) // 2] > margins[0] and margins[-1] >= margins[len(margins) // 2] * 0.9
     assert set(last["sources_reward_accuracy"]) == {"refusal", "shouting", "off-topic"}
-    assert demo_run["heldout"]["history"][-1]["loss"] < 0.3 < math.log(2)
+    assert first["loss"] == pytest.approx(math.log(2)) and last["loss"] < 0.3
+    assert all(last["sources_reward_accuracy"][source] >= 0.75 for source in ("refusal", "shouting", "off-topic"))
     assert demo_run["dropped"] == {}
 
 

@@ -296,9 +296,8 @@ def test_bad_input(case, tmp_path):
 def test_export_command_prints_the_figures(tiny_model_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from tulu_lite.cli import app
-
     from tulu_lite import cli
+    from tulu_lite.cli import app
 
     cli.console.width = 200  # a wide terminal, so the table's first column ("logits as written") is not wrapped
     done = CliRunner().invoke(app, ["export", str(tiny_model_dir), "-o", str(tmp_path / "m.gguf"), "--type", "f16"])

@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 
 from tulu_lite.recipe import load_recipe
 from tulu_lite.train import train
-from tulu_lite.train.heldout import eval_batches, split_heldout
+from tulu_lite.train.heldout import eval_batches, process_share, split_heldout
 
 # ---- the split ---------------------------------------------------------------------------------------------------
 
@@ -61,6 +61,16 @@ def test_eval_batches_cover_every_example_once(batch_size, max_tokens):
     for batch in batches:
         assert len(batch) <= batch_size
         assert max_tokens is None or sum(lengths[i] for i in batch) <= max_tokens or len(batch) == 1
+
+
+def test_every_process_runs_as_many_batches_and_each_counts_once():
+    # 5 batches over 2 processes: rank 1 repeats the first batch once without counting it, so both run 3 forwards
+    # (FSDP gathers weights in every forward: a process that stopped after 2 would leave the other waiting).
+    batches = [[0], [1, 2], [3], [4, 5], [6]]
+    assert process_share(batches, 0, 2) == [([0], True), ([3], True), ([6], True)]
+    assert process_share(batches, 1, 2) == [([1, 2], True), ([4, 5], True), ([0], False)]
+    assert process_share(batches, 0, 1) == [(batch, True) for batch in batches]
+    assert process_share([], 1, 2) == []
 
 
 # ---- the loss, end to end ----------------------------------------------------------------------------------------

@@ -17,10 +17,10 @@ from tulu_lite.data.pairs import encode_pairs_dataset
 from tulu_lite.errors import TuluError
 from tulu_lite.model.loading import load_base_model, load_recipe_tokenizer
 from tulu_lite.recipe import Recipe
-from tulu_lite.train.heldout import split_heldout
 from tulu_lite.train.preference import (
     PairCollator,
     PreferenceTrainer,
+    _equal_size_share,
     dpo_config,
     heldout_preference_metrics,
     make_preference_trainer,
@@ -238,21 +238,12 @@ def test_an_sft_adapter_is_checked(tmp_path):
         load_sft_adapter(base, folder, "dpo.adapter", "other/base")
 
 
-# ---- a short training --------------------------------------------------------------------------------------------
+def test_heldout_batches_of_a_round_have_one_size_on_every_process():
+    # TRL gathers per-pair tensors inside its loss: in every round, both processes must hold as many pairs. Batches
+    # of 4 over 11 pairs: the two full ones are shared out, the short one runs everywhere and counts once.
+    batches = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
+    assert _equal_size_share(batches, 4, 0, 2) == [([0, 1, 2, 3], True), ([8, 9, 10], True)]
+    assert _equal_size_share(batches, 4, 1, 2) == [([4, 5, 6, 7], True), ([8, 9, 10], False)]
+    assert _equal_size_share(batches, 4, 0, 1) == [(batch, True) for batch in batches]
+    assert _equal_size_share([[0, 1]], 4, 1, 2) == [([0, 1], False)]
 
-
-@pytest.mark.slow
-def test_a_short_training_moves_heldout_reward_accuracy_above_chance(tmp_path, tokenizer, pairs):
-    recipe = dpo_recipe(tmp_path, max_steps=30, per_device_batch_size=8, dpo={"precompute_reference": True})
-    train, heldout = split_heldout(pairs, 0.1, 42)
-    heldout = {name: dataset.remove_columns("dataset") for name, dataset in heldout.items()}
-    trainer = make_preference_trainer(recipe, policy_model(recipe, load_base_model(recipe.model, None)), tokenizer,
-                                      train.remove_columns("dataset"), heldout, cache_folder=tmp_path / "cache")
-    trainer.args.eval_strategy = "no"  # phase 2 wires heldout_preference_metrics into evaluate()
-    before = heldout_preference_metrics(trainer)
-    trainer.train()
-    after = heldout_preference_metrics(trainer)
-    assert before["eval_rewards/accuracies"] == 0.5 and before["eval_rewards/margins"] == 0.0
-    assert after["eval_rewards/accuracies"] >= 0.75 and after["eval_rewards/margins"] > 0.1
-    assert after["eval_loss"] < before["eval_loss"]
-    assert set(heldout) == {"off-topic", "refusal", "shouting"} and "eval_rewards/accuracies/off-topic" in after

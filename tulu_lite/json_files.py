@@ -150,15 +150,24 @@ def _read_line(handle, path: Path, number: int) -> bytes:
     """The next raw line (at most `MAX_LINE_BYTES` + 1 bytes); a damaged ``.gz`` is one line naming `number`."""
     try:
         return handle.readline(MAX_LINE_BYTES + 1)
-    except gzip.BadGzipFile as exc:
-        if str(exc).startswith("Not a gzipped file"):
-            raise TuluError(f"{at(path, number)}: not a gzip file, though its name ends in .gz (rename it without "
-                            f".gz if it is plain text)") from None
-        raise TuluError(f"{at(path, number)}: corrupt gzip data ({first_line(exc)}); fetch the file again") from None
-    except EOFError:
-        raise TuluError(f"{at(path, number)}: the gzip file ends early (truncated download? fetch it again)") from None
-    except zlib.error as exc:
-        raise TuluError(f"{at(path, number)}: corrupt gzip data ({first_line(exc)}); fetch the file again") from None
+    except GZIP_ERRORS as exc:
+        raise gzip_error(exc, at(path, number)) from None
+
+
+# ---- damaged .gz files (shared with the raw-release reader, tulu_lite.data.raw.open_raw) -------------------------
+
+GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)  # what reading a damaged .gz raises
+NOT_GZIP = "not a gzip file, though its name ends in .gz (rename it without .gz if it is plain text)"
+
+
+def gzip_error(exc: BaseException, where: str) -> TuluError:
+    """The one line for a `.gz` file that is not gzip, is corrupt or ends early (`where`: the file, or file:line
+    where decompression stopped)."""
+    if isinstance(exc, EOFError):
+        return TuluError(f"{where}: the gzip file ends early (truncated download? fetch it again)")
+    if isinstance(exc, gzip.BadGzipFile) and str(exc).startswith("Not a gzipped file"):
+        return TuluError(f"{where}: {NOT_GZIP}")
+    return TuluError(f"{where}: corrupt gzip data ({first_line(exc)}); fetch the file again")
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:

@@ -15,6 +15,7 @@ a token is trained when its first character falls inside a trained span.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -269,36 +270,42 @@ DROP_TRUNCATED = "no trained token within max_seq_length"
 # Each example's source, kept through encoding for per-source held-out losses: the record's `dataset` field, else
 # the name of the file it came from.
 SOURCE_COLUMN = "dataset"
-_CONVERSATION_FEATURES = None  # built lazily: importing datasets costs a second
 
 
+@functools.cache  # built on first use: importing datasets costs a second
 def _conversation_features():
-    global _CONVERSATION_FEATURES
-    if _CONVERSATION_FEATURES is None:
-        from datasets import Features, List, Value
+    from datasets import Features, List, Value
 
-        _CONVERSATION_FEATURES = Features(
-            {"messages": List({"role": Value("string"), "content": Value("string")}), SOURCE_COLUMN: Value("string")}
-        )
-    return _CONVERSATION_FEATURES
+    return Features(
+        {"messages": List({"role": Value("string"), "content": Value("string")}), SOURCE_COLUMN: Value("string")}
+    )
 
 
-def _conversation_rows(inputs: list[tuple[str, str]]):
-    """Every input's validated conversations, as Arrow rows; an input with none is an error (not a silent gap)."""
-    from tulu_lite.data.inputs import read_records
+def named_records(inputs: list[tuple[str, str]], read, what: str):
+    """(record, source name) for every record `read` yields from each input: the name is the record's own
+    ``dataset`` field, else the input's file stem or hub id. An input with no record is an error naming it (not
+    a silent gap); `what` names a record in that error. Shared by the conversation and pair row generators."""
     from tulu_lite.recipe import DataSource
 
     for mapping, _fingerprint in inputs:
         source = DataSource.model_validate_json(mapping)
         fallback = Path(source.path).stem if source.path is not None else source.hub
         count = 0
-        for record in read_records(source):
+        for record in read(source):
             count += 1
             name = record.get("dataset")
-            yield {"messages": [{"role": m["role"], "content": m["content"]} for m in record["messages"]],
-                   SOURCE_COLUMN: str(name) if name not in (None, "") else fallback}
+            yield record, str(name) if name not in (None, "") else fallback
         if count == 0:
-            raise TuluError(f"{source.label}: holds no conversation (the file is empty)")
+            raise TuluError(f"{source.label}: holds no {what} (the file is empty)")
+
+
+def _conversation_rows(inputs: list[tuple[str, str]]):
+    """Every input's validated conversations, as Arrow rows."""
+    from tulu_lite.data.inputs import read_records
+
+    for record, name in named_records(inputs, read_records, "conversation"):
+        yield {"messages": [{"role": m["role"], "content": m["content"]} for m in record["messages"]],
+               SOURCE_COLUMN: name}
 
 
 def load_conversations_dataset(items, cache_dir: str | None = None, *, key: str | None = None):

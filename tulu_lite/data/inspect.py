@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from rich import get_console
@@ -63,19 +64,31 @@ def inspect_file(
     and drops, and render the first `show` examples."""
     totals = InspectTotals()
     records = iter(read_records(path))
-    with Progress(TextColumn("[bold]encoding"), BarColumn(), TextColumn("{task.completed:,} examples"),
-                  TimeElapsedColumn(), transient=True,
-                  disable=get_console().is_jupyter) as progress:  # Jupyter: no ipywidgets warning
-        task = progress.add_task("encode", total=None)
+    with _encoding_progress("examples") as advance:
         while batch := _next_batch(records, batch_size):
             for messages, encoded in zip(batch, encode_many(batch, tokenizer, template, max_seq_length)):
                 _count(totals, encoded, max_seq_length)
                 if len(totals.shown) < show:
-                    text = render_for_training(messages, tokenizer, template).text
-                    pieces = token_pieces(text, tokenizer, template, max_seq_length)
-                    totals.shown.append(highlight(pieces, encoded["labels"]))
-            progress.advance(task, len(batch))
+                    totals.shown.append(rendered(messages, encoded["labels"], tokenizer, template, max_seq_length))
+            advance(len(batch))
     return totals
+
+
+@contextmanager
+def _encoding_progress(unit: str):
+    """A transient bar counting encoded `unit`s; yields the function that advances it."""
+    with Progress(TextColumn("[bold]encoding"), BarColumn(), TextColumn(f"{{task.completed:,}} {unit}"),
+                  TimeElapsedColumn(), transient=True,
+                  disable=get_console().is_jupyter) as progress:  # Jupyter: no ipywidgets warning
+        task = progress.add_task("encode", total=None)
+        yield lambda count: progress.advance(task, count)
+
+
+def rendered(messages: list[dict], labels: list[int], tokenizer: PreTrainedTokenizerBase, template: ChatFormat,
+             max_seq_length: int) -> Text:
+    """`messages` as training sees them, each token highlighted by its label."""
+    text = render_for_training(messages, tokenizer, template).text
+    return highlight(token_pieces(text, tokenizer, template, max_seq_length), labels)
 
 
 _BATCH_CHARS = 1 << 20  # a batch of long conversations stays a few MB of text per tokenizer call
@@ -143,21 +156,22 @@ def inspect_pairs(
 
     totals = PairInspectTotals()
     records = iter(read_pairs(path))
-    while batch := [(r["chosen"], r["rejected"]) for r in itertools.islice(records, batch_size)]:
-        for (chosen, rejected), encoded in zip(batch, encode_pairs(batch, tokenizer, template, max_seq_length)):
-            totals.pairs += 1
-            reason = drop_reason(chosen, rejected, encoded, max_seq_length)
-            if reason is not None:
-                totals.dropped[reason] = totals.dropped.get(reason, 0) + 1
-                continue
-            totals.kept += 1
-            for side in SIDES:
-                totals.tokens[side] += len(encoded[f"{side}_input_ids"])
-                totals.trained_tokens[side] += trained_count(encoded[f"{side}_labels"])
-            totals.truncated += any(len(encoded[f"{side}_input_ids"]) >= max_seq_length for side in SIDES)
-            if len(totals.shown) < show:
-                totals.shown.append(tuple(
-                    highlight(token_pieces(render_for_training(messages, tokenizer, template).text, tokenizer,
-                                           template, max_seq_length), encoded[f"{side}_labels"])
-                    for side, messages in zip(SIDES, (chosen, rejected))))
+    with _encoding_progress("pairs") as advance:
+        while batch := [(r["chosen"], r["rejected"]) for r in itertools.islice(records, batch_size)]:
+            for (chosen, rejected), encoded in zip(batch, encode_pairs(batch, tokenizer, template, max_seq_length)):
+                totals.pairs += 1
+                reason = drop_reason(chosen, rejected, encoded, max_seq_length)
+                if reason is not None:
+                    totals.dropped[reason] = totals.dropped.get(reason, 0) + 1
+                    continue
+                totals.kept += 1
+                for side in SIDES:
+                    totals.tokens[side] += len(encoded[f"{side}_input_ids"])
+                    totals.trained_tokens[side] += trained_count(encoded[f"{side}_labels"])
+                totals.truncated += any(len(encoded[f"{side}_input_ids"]) >= max_seq_length for side in SIDES)
+                if len(totals.shown) < show:
+                    totals.shown.append(tuple(
+                        rendered(messages, encoded[f"{side}_labels"], tokenizer, template, max_seq_length)
+                        for side, messages in zip(SIDES, (chosen, rejected))))
+            advance(len(batch))
     return totals

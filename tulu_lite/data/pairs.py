@@ -30,6 +30,7 @@ assistant turn trained, the same truncation), chosen and rejected separately.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Iterator
@@ -47,6 +48,7 @@ from tulu_lite.data.encode import (
     EncodeReport,
     encode_many,
     generate_dataset,
+    named_records,
 )
 from tulu_lite.data.inputs import RowFormat, map_turn, read_records
 from tulu_lite.errors import TuluError
@@ -263,32 +265,18 @@ class EncodedPairsReport(EncodeReport):
             self.dropped[reason] = self.dropped.get(reason, 0) + count
 
 
-_PAIR_FEATURES = None  # built lazily: importing datasets costs a second
-
-
+@functools.cache  # built on first use: importing datasets costs a second
 def _pair_features():
-    global _PAIR_FEATURES
-    if _PAIR_FEATURES is None:
-        from datasets import Features, List, Value
+    from datasets import Features, List, Value
 
-        turns = List({"role": Value("string"), "content": Value("string")})
-        _PAIR_FEATURES = Features({"chosen": turns, "rejected": turns, SOURCE_COLUMN: Value("string")})
-    return _PAIR_FEATURES
+    turns = List({"role": Value("string"), "content": Value("string")})
+    return Features({"chosen": turns, "rejected": turns, SOURCE_COLUMN: Value("string")})
 
 
 def _pair_rows(inputs: list[tuple[str, str]]):
-    """Every input's validated pairs, as Arrow rows; an input with none is an error (not a silent gap)."""
-    for mapping, _fingerprint in inputs:
-        source = DataSource.model_validate_json(mapping)
-        fallback = Path(source.path).stem if source.path is not None else source.hub
-        count = 0
-        for record in read_pairs(source):
-            count += 1
-            name = record.get("dataset")
-            yield {"chosen": record["chosen"], "rejected": record["rejected"],
-                   SOURCE_COLUMN: str(name) if name not in (None, "") else fallback}
-        if count == 0:
-            raise TuluError(f"{source.label}: holds no preference pair (the file is empty)")
+    """Every input's validated pairs, as Arrow rows."""
+    for record, name in named_records(inputs, read_pairs, "preference pair"):
+        yield {"chosen": record["chosen"], "rejected": record["rejected"], SOURCE_COLUMN: name}
 
 
 def load_pairs_dataset(items, cache_dir: str | None = None, *, key: str | None = None):

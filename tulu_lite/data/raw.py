@@ -16,15 +16,21 @@ import json
 import os
 import random
 import re
-import zlib
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
-from tulu_lite.errors import TuluError, at, first_line
-from tulu_lite.json_files import STRICT_DECODER, TOO_DEEP, NotJson, json_error
+from tulu_lite.errors import TuluError, at
+from tulu_lite.json_files import (
+    GZIP_ERRORS,
+    STRICT_DECODER,
+    TOO_DEEP,
+    NotJson,
+    gzip_error,
+    json_error,
+)
 
 
 class RawRecord(NamedTuple):
@@ -75,17 +81,13 @@ def open_raw(path: Path, on_bytes: Callable[[int], None] | None = None) -> Itera
             yield handle
             return
         head = handle.peek(64)[:64]
-        if head and not head.startswith(_GZIP_MAGIC):
-            start = preview(head.decode("utf-8", errors="replace"), 30)
-            raise TuluError(f"{path}: named .gz but not gzip data (starts: {start!r}); if it is the plain file, "
-                            f"rename it without .gz")
+        if head and not head.startswith(_GZIP_MAGIC):  # said before a converter reads anything
+            raise gzip_error(gzip.BadGzipFile("Not a gzipped file"), str(path))
         try:
             with gzip.GzipFile(fileobj=handle, mode="rb") as unzipped:
                 yield unzipped
-        except EOFError:
-            raise TuluError(f"{path}: the gzip data ends early (truncated download?); download it again") from None
-        except (gzip.BadGzipFile, zlib.error) as exc:
-            raise TuluError(f"{path}: corrupt gzip data ({first_line(exc)}); download it again") from None
+        except GZIP_ERRORS as exc:
+            raise gzip_error(exc, str(path)) from None
 
 
 def first_char(path: Path) -> str:

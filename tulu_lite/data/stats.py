@@ -33,16 +33,18 @@ DEFINITIONS = {
 }
 
 
+def _lengths() -> array:
+    return array("l")
+
+
 @dataclass
-class FileStats:
-    """Table-1 columns for one file, plus the per-example lengths behind them."""
+class InputStats:
+    """What every input's statistics hold: its label, the datasets its records name, and rounds per record."""
 
     path: str
     name: str = ""  # short label for tables (the file name, or hf:ID)
     datasets: Counter = field(default_factory=Counter)
-    rounds: array = field(default_factory=lambda: array("l"))
-    prompt_lengths: array = field(default_factory=lambda: array("l"))
-    completion_lengths: array = field(default_factory=lambda: array("l"))
+    rounds: array = field(default_factory=_lengths)
 
     @property
     def instances(self) -> int:
@@ -50,6 +52,14 @@ class FileStats:
 
     def average(self, values: array) -> float:
         return sum(values) / len(values) if values else 0.0
+
+
+@dataclass
+class FileStats(InputStats):
+    """Table-1 columns for one file, plus the per-example lengths behind them."""
+
+    prompt_lengths: array = field(default_factory=_lengths)
+    completion_lengths: array = field(default_factory=_lengths)
 
     def to_json(self) -> dict:
         return {
@@ -188,24 +198,13 @@ PAIR_DEFINITIONS = {
 
 
 @dataclass
-class PairFileStats:
+class PairFileStats(InputStats):
     """Statistics of one preference input: the shared context and each side's reply, per pair."""
 
-    path: str
-    name: str = ""
-    datasets: Counter = field(default_factory=Counter)
-    rounds: array = field(default_factory=lambda: array("l"))
-    context_lengths: array = field(default_factory=lambda: array("l"))
-    chosen_lengths: array = field(default_factory=lambda: array("l"))
-    rejected_lengths: array = field(default_factory=lambda: array("l"))
+    context_lengths: array = field(default_factory=_lengths)
+    chosen_lengths: array = field(default_factory=_lengths)
+    rejected_lengths: array = field(default_factory=_lengths)
     identical: int = 0
-
-    @property
-    def instances(self) -> int:
-        return len(self.rounds)
-
-    def average(self, values: array) -> float:
-        return sum(values) / len(values) if values else 0.0
 
     def to_json(self) -> dict:
         return {

@@ -109,6 +109,16 @@ def eval_batches(lengths: list[int], batch_size: int, max_tokens: int | None) ->
     return batches
 
 
+def process_share(batches: list[list[int]], rank: int, world_size: int) -> list[tuple[list[int], bool]]:
+    """This process's share of `batches` as (indices, counts), padded so that every process runs the same number of
+    forwards: under FSDP each forward gathers every layer's weights from all processes, so one that ran out of
+    batches early would leave the others waiting for ever. A padding entry repeats the first batch and does not
+    count."""
+    mine = [(indices, True) for indices in batches[rank::world_size]]
+    padding = math.ceil(len(batches) / world_size) - len(mine)
+    return mine + [(batches[0], False)] * padding if padding else mine
+
+
 @torch.no_grad()
 def summed_nll(model, batch: dict) -> torch.Tensor:
     """The summed NLL of a batch's trained tokens, computed the way training computes it on this device.
@@ -130,11 +140,13 @@ def heldout_sums(model, sets: dict, collate: Callable[[list[dict]], dict], *, ba
     sums = torch.zeros(len(sets), 2, dtype=torch.float64)
     for row, dataset in enumerate(sets.values()):
         lengths = [len(ids) for ids in dataset["input_ids"]]
-        for batch_indices in eval_batches(lengths, batch_size, max_tokens)[rank::world_size]:
+        for batch_indices, counts in process_share(eval_batches(lengths, batch_size, max_tokens), rank, world_size):
             examples = [dataset[index] for index in batch_indices]
             batch = collate([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples])
-            sums[row, 0] += float(summed_nll(model, batch))
-            sums[row, 1] += sum(_trained(e["labels"]) for e in examples)
+            nll = float(summed_nll(model, batch))
+            if counts:
+                sums[row, 0] += nll
+                sums[row, 1] += sum(_trained(e["labels"]) for e in examples)
     return sums
 
 

@@ -43,7 +43,12 @@ from tulu_lite.data.encode import IGNORE_INDEX
 from tulu_lite.data.pairs import PAIR_COLUMNS, SIDES
 from tulu_lite.errors import TuluError
 from tulu_lite.recipe import Recipe
-from tulu_lite.train.heldout import EVAL_LOSS, eval_batches, trainable_weights
+from tulu_lite.train.heldout import (
+    EVAL_LOSS,
+    eval_batches,
+    process_share,
+    trainable_weights,
+)
 from tulu_lite.train.reference import (
     REF_COLUMNS,
     ReferenceCache,
@@ -236,7 +241,7 @@ def use_plain_lm_head(model) -> None:
 
     TRL's chunked log-prob head (trl/trainer/utils.py `add_fused_lm_head`) never builds the (tokens x vocab) logits,
     which matters on a GPU; on CPU it made a tiny-LLaMA DPO step about 2x slower (forward alone about 3.5x; measured
-    with trl 1.16), as it did for SFT (`tulu_lite.train.TuluTrainer.compute_loss`). Same values: per-token
+    with trl 1.16), as it did for SFT (`tulu_lite.train.trainer.TuluSFTTrainer`). Same values: per-token
     log-probs of the labels, zero where the label is -100, and the metrics TRL reads (entropy, mean logit, top-1).
     """
     from trl.trainer.utils import FusedCausalLMOutput
@@ -339,8 +344,8 @@ def preference_sums(trainer: PreferenceTrainer, sets: dict, *, batch_size: int) 
     """Per source (in `sets` order): the `_SUMS` over this process's share of the batches.
 
     Each batch goes through the trainer's own loss (TRL's, so the held-out loss is the training objective). TRL
-    gathers metrics across processes inside it, so every process runs the same number of batches: a process
-    short of batches repeats one with weight 0.
+    gathers metrics across processes inside it, so every process runs the same number of batches, each round of
+    the same size (`_equal_size_share`).
     """
     accelerator = trainer.accelerator
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -351,18 +356,25 @@ def preference_sums(trainer: PreferenceTrainer, sets: dict, *, batch_size: int) 
     try:
         for row, dataset in enumerate(sets.values()):
             lengths = [len(c) + len(r) for c, r in zip(dataset["chosen_input_ids"], dataset["rejected_input_ids"])]
-            batches = eval_batches(lengths, batch_size, None)
-            mine = batches[rank::world]
-            rounds = math.ceil(len(batches) / world)
-            for step in range(rounds):
-                indices, weight = (mine[step], 1.0) if step < len(mine) else (batches[0], 0.0)
-                sums[row] += weight * _batch_sums(trainer, [dataset[index] for index in indices])
+            for indices, counts in _equal_size_share(eval_batches(lengths, batch_size, None), batch_size, rank, world):
+                batch_sums = _batch_sums(trainer, [dataset[index] for index in indices])
+                if counts:
+                    sums[row] += batch_sums
     finally:
         model.train(was_training)
         trainer._metrics["eval"].clear()  # TRL's per-batch means: the sums above replace them
     if world > 1:
         sums = accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu()
     return sums
+
+
+def _equal_size_share(batches: list[list[int]], batch_size: int, rank: int, world: int) -> list[tuple[list[int], bool]]:
+    """`process_share` with every process's batch of a round the same size: TRL gathers per-pair metrics across
+    processes inside its loss, and a collective over tensors of unequal sizes fails. The full batches are shared
+    out; the short last one, if any, runs on every process and counts on the first only."""
+    full = [indices for indices in batches if len(indices) == batch_size]
+    short = [(indices, rank == 0) for indices in batches if len(indices) != batch_size]
+    return process_share(full, rank, world) + short
 
 
 @torch.no_grad()

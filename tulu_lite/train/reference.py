@@ -22,7 +22,7 @@ import torch
 from tulu_lite.data.pairs import PAIR_COLUMNS, SIDES
 from tulu_lite.errors import TuluError
 from tulu_lite.recipe import Recipe
-from tulu_lite.train.heldout import eval_batches
+from tulu_lite.train.heldout import eval_batches, process_share
 
 if TYPE_CHECKING:
     from tulu_lite.train.preference import PreferenceTrainer
@@ -217,10 +217,14 @@ def compute_reference_logps(trainer: PreferenceTrainer, dataset) -> tuple[torch.
     was_training = model.training
     model.eval()
     try:
-        for indices in eval_batches(lengths, batch_size, None)[accelerator.process_index::accelerator.num_processes]:
+        share = process_share(eval_batches(lengths, batch_size, None), accelerator.process_index,
+                              accelerator.num_processes)
+        for indices, counts in share:
             batch = trainer._prepare_inputs(trainer.data_collator([dataset[index] for index in indices]))
             with capture_log_probs(model) as captured:
                 trainer.compute_ref_log_probs(model, batch)
+            if not counts:
+                continue
             # Summed in float64 from the per-token values, exactly as the policy's are (`PreferenceTrainer`), so
             # that a policy equal to its reference ties (reward accuracy exactly 1/2) instead of differing by
             # float32 rounding.

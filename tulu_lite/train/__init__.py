@@ -113,11 +113,9 @@ def _train_sft(recipe: Recipe, *, resume: bool, force: bool, callbacks: Sequence
                console: Console) -> TrainResult:
     """The SFT stage, under the run's lock: processes, where to start, tokenizer, data, model, trainer, train."""
     from tulu_lite.model.loading import load_recipe_tokenizer
-    from tulu_lite.train.callbacks import RichProgress, StopOnInterrupt
     from tulu_lite.train.data import describe_data, encode_in_turn
     from tulu_lite.train.devices import base_device_map, start_processes
     from tulu_lite.train.run import prepare_locations
-    from tulu_lite.train.trainer import make_trainer
 
     processes = start_processes()
     main = processes.is_main_process
@@ -125,6 +123,10 @@ def _train_sft(recipe: Recipe, *, resume: bool, force: bool, callbacks: Sequence
     processes.wait_for_everyone()  # process 0 may have removed old checkpoints: nobody writes beside them before that
     tokenizer = load_recipe_tokenizer(recipe.model)
     data = encode_in_turn(recipe, tokenizer, processes=processes.num_processes)
+    # The trainer's modules (TRL, PEFT: seconds) load once the data is known good, so bad data fails fast.
+    from tulu_lite.train.callbacks import RichProgress, StopOnInterrupt
+    from tulu_lite.train.trainer import make_trainer
+
     model = build_model(recipe, device_map=base_device_map(processes.local_process_index))
     if main:
         describe_data(recipe, data, console)
@@ -139,11 +141,8 @@ def _train_dpo(recipe: Recipe, *, resume: bool, force: bool, callbacks: Sequence
     adapter or the SFT adapter (`dpo.reference`), and `PreferenceTrainer` (reference log-probs precomputed through
     their cache before the first step when the recipe says so)."""
     from tulu_lite.model.loading import load_recipe_tokenizer
-    from tulu_lite.train.callbacks import RichProgress, StopOnInterrupt
     from tulu_lite.train.data import describe_data, encode_in_turn
     from tulu_lite.train.devices import base_device_map, start_processes
-    from tulu_lite.train.preference import make_preference_trainer
-    from tulu_lite.train.reference import policy_model
     from tulu_lite.train.run import prepare_locations
 
     processes = start_processes()
@@ -152,6 +151,10 @@ def _train_dpo(recipe: Recipe, *, resume: bool, force: bool, callbacks: Sequence
     processes.wait_for_everyone()
     tokenizer = load_recipe_tokenizer(recipe.model)
     data = encode_in_turn(recipe, tokenizer, processes=processes.num_processes)
+    from tulu_lite.train.callbacks import RichProgress, StopOnInterrupt  # as in _train_sft: after the data
+    from tulu_lite.train.preference import make_preference_trainer
+    from tulu_lite.train.reference import policy_model
+
     model = policy_model(recipe, load_base(recipe, device_map=base_device_map(processes.local_process_index)))
     if main:
         describe_data(recipe, data, console)

@@ -1,7 +1,7 @@
 """DPO step benchmark: a DPO optimizer step against an SFT step on the same pairs' chosen side, and the memory a live
 reference forward costs against ``precompute_reference``.
 
-    python benchmarks/dpo_step.py                   # ~4 minutes on a busy 2-core CPU
+    python benchmarks/dpo_step.py                   # ~1 minute on an idle 2-core CPU
     python benchmarks/dpo_step.py --steps 10 --repeats 3 --threads 2
 
 Everything runs in this one process through the real train path (`tulu_lite.train.train`: TRL's DPOTrainer or

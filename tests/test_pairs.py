@@ -13,6 +13,7 @@ import pytest
 from prefix_reference import prefix_reference
 from test_encode import random_content
 
+from tulu_lite.data.encode import trained_count
 from tulu_lite.data.inputs import input_kind
 from tulu_lite.data.inspect import inspect_pairs
 from tulu_lite.data.mix import load_mixture, mix, plan_mixture
@@ -155,7 +156,9 @@ def test_the_dataset_path_encodes_the_same_and_counts_drops(tmp_path, llama_toke
     path = write_jsonl(tmp_path / "pairs.jsonl", rows)
     encoded, report = encode_pairs_dataset([path], llama_tokenizer, "tulu", 128, cache_dir=str(tmp_path / "cache"))
     expected = encode_pairs([(r["chosen"], r["rejected"]) for r in rows], llama_tokenizer, "tulu", 128)
-    reasons = [drop_reason(r["chosen"], r["rejected"], e, 128) for r, e in zip(rows, expected)]
+    reasons = [drop_reason(r["chosen"], r["rejected"], e, (trained_count(e["chosen_labels"]),
+                                                          trained_count(e["rejected_labels"])), 128)
+               for r, e in zip(rows, expected)]
     kept = [e for e, reason in zip(expected, reasons) if reason is None]
     assert list(encoded) == kept and report.kept == len(kept) >= 8
     assert reasons[-4:] == [DROP_IDENTICAL, f"{DROP_SAME_TOKENS} (128)",  # "4" vs "4 " (contents are stripped)

@@ -32,6 +32,11 @@ from tulu_lite.data.chat_format import (
 from tulu_lite.errors import TuluError
 
 IGNORE_INDEX = -100
+
+
+def trained_count(labels: list[int]) -> int:
+    """How many tokens of an encoded example carry loss."""
+    return sum(1 for label in labels if label != IGNORE_INDEX)
 # A marker that no real message contains, used once per tokenizer to learn its assistant header.
 _PROBE = "\ue000"
 
@@ -371,7 +376,7 @@ def _encode_batch(batch: dict, tokenizer, template: ChatFormat, max_seq_length: 
         "input_ids": [e["input_ids"] for e in encoded],
         "labels": labels,
         "n_tokens": [len(row) for row in labels],
-        "n_trained": [sum(1 for label in row if label != IGNORE_INDEX) for row in labels],
+        "n_trained": [trained_count(row) for row in labels],
     }
 
 

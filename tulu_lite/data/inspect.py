@@ -12,7 +12,12 @@ from rich.text import Text
 from transformers import PreTrainedTokenizerBase
 
 from tulu_lite.data.chat_format import ChatFormat
-from tulu_lite.data.encode import IGNORE_INDEX, encode_many, render_for_training
+from tulu_lite.data.encode import (
+    IGNORE_INDEX,
+    encode_many,
+    render_for_training,
+    trained_count,
+)
 from tulu_lite.data.inputs import read_records
 
 TRAINED_STYLE = "bold black on green"
@@ -105,7 +110,7 @@ def _next_batch(records, size: int) -> list[list[dict]]:
 
 
 def _count(totals: InspectTotals, encoded: dict, max_seq_length: int) -> None:
-    trained = sum(1 for label in encoded["labels"] if label != IGNORE_INDEX)
+    trained = trained_count(encoded["labels"])
     totals.examples += 1
     if trained == 0:
         totals.dropped += 1
@@ -151,7 +156,6 @@ def inspect_pairs(
         drop_reason,
         encode_pairs,
         read_pairs,
-        trained_count,
     )
 
     totals = PairInspectTotals()
@@ -160,14 +164,15 @@ def inspect_pairs(
         while batch := [(r["chosen"], r["rejected"]) for r in itertools.islice(records, batch_size)]:
             for (chosen, rejected), encoded in zip(batch, encode_pairs(batch, tokenizer, template, max_seq_length)):
                 totals.pairs += 1
-                reason = drop_reason(chosen, rejected, encoded, max_seq_length)
+                trained = tuple(trained_count(encoded[f"{side}_labels"]) for side in SIDES)
+                reason = drop_reason(chosen, rejected, encoded, trained, max_seq_length)
                 if reason is not None:
                     totals.dropped[reason] = totals.dropped.get(reason, 0) + 1
                     continue
                 totals.kept += 1
-                for side in SIDES:
+                for side, count in zip(SIDES, trained):
                     totals.tokens[side] += len(encoded[f"{side}_input_ids"])
-                    totals.trained_tokens[side] += trained_count(encoded[f"{side}_labels"])
+                    totals.trained_tokens[side] += count
                 totals.truncated += any(len(encoded[f"{side}_input_ids"]) >= max_seq_length for side in SIDES)
                 if len(totals.shown) < show:
                     totals.shown.append(tuple(

@@ -43,12 +43,12 @@ from tulu_lite.data.chat_format import ChatFormat
 from tulu_lite.data.conversations import validate_messages
 from tulu_lite.data.encode import (
     DROP_TRUNCATED,
-    IGNORE_INDEX,
     SOURCE_COLUMN,
     EncodeReport,
     encode_many,
     generate_dataset,
     named_records,
+    trained_count,
 )
 from tulu_lite.data.inputs import RowFormat, map_turn, read_records
 from tulu_lite.errors import TuluError
@@ -230,16 +230,14 @@ def encode_pair(chosen: list[dict], rejected: list[dict], tokenizer: PreTrainedT
     return encode_pairs([(chosen, rejected)], tokenizer, template, max_seq_length)[0]
 
 
-def trained_count(labels: list[int]) -> int:
-    return sum(1 for label in labels if label != IGNORE_INDEX)
-
-
-def drop_reason(chosen: list[dict], rejected: list[dict], encoded: dict, max_seq_length: int) -> str | None:
-    """Why an encoded pair is not trained on (None: it is): identical sides, or a side with no trained token."""
+def drop_reason(chosen: list[dict], rejected: list[dict], encoded: dict, trained: tuple[int, int],
+                max_seq_length: int) -> str | None:
+    """Why an encoded pair is not trained on (None: it is): identical sides, or a side with no trained token
+    (`trained`: the trained-token counts of chosen and rejected, which every caller also needs)."""
     if chosen == rejected:
         return DROP_IDENTICAL
-    for side in SIDES:
-        if trained_count(encoded[f"{side}_labels"]) == 0:
+    for side, count in zip(SIDES, trained):
+        if count == 0:
             return f"{side}: {DROP_TRUNCATED} ({max_seq_length})"
     if encoded["chosen_input_ids"] == encoded["rejected_input_ids"]:
         return f"{DROP_SAME_TOKENS} ({max_seq_length})"
@@ -302,7 +300,8 @@ def _encode_pair_batch(batch: dict, tokenizer, template: ChatFormat, max_seq_len
     out["n_tokens"] = [len(e["chosen_input_ids"]) + len(e["rejected_input_ids"]) for e in encoded]
     out["n_chosen"] = [trained_count(e["chosen_labels"]) for e in encoded]
     out["n_rejected"] = [trained_count(e["rejected_labels"]) for e in encoded]
-    out["drop"] = [drop_reason(c, r, e, max_seq_length) or "" for (c, r), e in zip(pairs, encoded)]
+    out["drop"] = [drop_reason(c, r, e, trained, max_seq_length) or ""
+                   for (c, r), e, trained in zip(pairs, encoded, zip(out["n_chosen"], out["n_rejected"]))]
     return out
 
 

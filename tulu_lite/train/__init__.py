@@ -151,7 +151,8 @@ def _train_dpo(recipe: Recipe, *, resume: bool, force: bool, callbacks: Sequence
     processes.wait_for_everyone()
     tokenizer = load_recipe_tokenizer(recipe.model)
     data = encode_in_turn(recipe, tokenizer, processes=processes.num_processes)
-    from tulu_lite.train.callbacks import RichProgress, StopOnInterrupt  # as in _train_sft: after the data
+    # As in _train_sft: the trainer's modules load once the data is known good.
+    from tulu_lite.train.callbacks import RichProgress, StopOnInterrupt
     from tulu_lite.train.preference import make_preference_trainer
     from tulu_lite.train.reference import policy_model
 

@@ -38,8 +38,10 @@ from tulu_lite.train.run import RunContext
 class TokenCounts:
     """Tokens this process has trained on (all, and trained: label) since the run (re)started, and the log before."""
 
-    tokens: int = 0
-    trained: int = 0
+    # Kept as tensors where the batch is (on the GPU): reading a count back each step would wait for the GPU every
+    # step; `token_rates` reads them once per log.
+    tokens: int | torch.Tensor = 0
+    trained: int | torch.Tensor = 0
     last_log: tuple[float, int] | None = None  # (time, tokens) at the previous log; None before the first step
     earlier: tuple[int, int] | None = None  # the totals of the checkpointed run, after --resume (read once)
 
@@ -48,11 +50,11 @@ class TokenCounts:
         if self.last_log is None:
             self.last_log = (time.perf_counter(), 0)
         mask = inputs.get("attention_mask")
-        self.tokens += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
+        self.tokens = self.tokens + (mask.sum() if mask is not None else inputs["input_ids"].numel())
         if "labels" in inputs:
-            self.trained += int((inputs["labels"] != IGNORE_INDEX).sum())
+            self.trained = self.trained + (inputs["labels"] != IGNORE_INDEX).sum()
         else:
-            self.trained += int(inputs["completion_mask"].sum())
+            self.trained = self.trained + inputs["completion_mask"].sum()
 
 
 class StageTrainer:
@@ -102,8 +104,9 @@ class StageTrainer:
     def token_rates(self) -> dict[str, float]:
         """Tokens and trained (label) tokens so far, over all processes, and tokens/s since the previous log."""
         counts, accelerator = self.counts, self.accelerator
-        totals = accelerator.reduce(torch.tensor([counts.tokens, counts.trained], device=accelerator.device),
-                                    reduction="sum")
+        local = torch.stack([torch.as_tensor(count, dtype=torch.long, device=accelerator.device)
+                             for count in (counts.tokens, counts.trained)])
+        totals = accelerator.reduce(local, reduction="sum")
         if counts.earlier is None:  # after --resume, continue the counts of the checkpointed run
             previous = [entry for entry in self.state.log_history if "tokens" in entry]
             last = previous[-1] if previous else {}

@@ -128,30 +128,25 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, int, str]]:
     if not path.is_file():
         raise TuluError(f"{path}: file not found")
     offset, number = 0, 0
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as handle:
-        while raw := _read_line(handle, path, number + 1):
-            number += 1
-            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-                raise TuluError(f"{at(path, number)}: line is longer than {MAX_LINE_BYTES // 2**20} MiB "
-                                f"(one conversation may be at most that; split it)")
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise TuluError(f"{at(path, number)}: not UTF-8 text ({exc.reason} at byte {exc.start + 1} "
-                                f"of the line)") from None
-            if number == 1:
-                text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark some editors add
-            if text.strip():
-                yield number, offset, text
-            offset += len(raw)
-
-
-def _read_line(handle, path: Path, number: int) -> bytes:
-    """The next raw line (at most `MAX_LINE_BYTES` + 1 bytes); a damaged ``.gz`` is one line naming `number`."""
     try:
-        return handle.readline(MAX_LINE_BYTES + 1)
-    except GZIP_ERRORS as exc:
-        raise gzip_error(exc, at(path, number)) from None
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as handle:
+            while raw := handle.readline(MAX_LINE_BYTES + 1):
+                number += 1
+                if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                    raise TuluError(f"{at(path, number)}: line is longer than {MAX_LINE_BYTES // 2**20} MiB "
+                                    f"(one conversation may be at most that; split it)")
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise TuluError(f"{at(path, number)}: not UTF-8 text ({exc.reason} at byte {exc.start + 1} "
+                                    f"of the line)") from None
+                if number == 1:
+                    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark some editors add
+                if text.strip():
+                    yield number, offset, text
+                offset += len(raw)
+    except GZIP_ERRORS as exc:  # only reading a damaged .gz raises these; decompression stopped at the next line
+        raise gzip_error(exc, at(path, number + 1)) from None
 
 
 # ---- damaged .gz files (shared with the raw-release reader, tulu_lite.data.raw.open_raw) -------------------------

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, NamedTuple
 from tulu_lite.errors import TuluError, at
 from tulu_lite.json_files import (
     GZIP_ERRORS,
+    NOT_GZIP,
     STRICT_DECODER,
     TOO_DEEP,
     NotJson,
@@ -82,7 +83,7 @@ def open_raw(path: Path, on_bytes: Callable[[int], None] | None = None) -> Itera
             return
         head = handle.peek(64)[:64]
         if head and not head.startswith(_GZIP_MAGIC):  # said before a converter reads anything
-            raise gzip_error(gzip.BadGzipFile("Not a gzipped file"), str(path))
+            raise TuluError(f"{path}: {NOT_GZIP}")
         try:
             with gzip.GzipFile(fileobj=handle, mode="rb") as unzipped:
                 yield unzipped
